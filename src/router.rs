@@ -1,0 +1,1 @@
+//! Routing among sessions. (SKELETON: core)

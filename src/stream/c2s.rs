@@ -1,0 +1,1 @@
+//! Client-to-server stream negotiation. (SKELETON: core)

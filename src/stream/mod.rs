@@ -1,0 +1,4 @@
+//! Stream negotiation state machines (RFC 6120 §4-§7) and stream errors.
+
+pub mod c2s;
+pub mod error;

@@ -1,0 +1,1 @@
+//! Self-signed certificates for domains without a configured one. (SKELETON)

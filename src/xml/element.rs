@@ -1,0 +1,293 @@
+//! The element tree every stanza becomes after parsing, and its serializer.
+//!
+//! Owns: `Element`, `Node`, `Attr`, and escaping of text and attribute values.
+//! Leaves to others: parsing (`xml::parser`), and what an element means (`stanza`, `features`).
+//!
+//! Namespaces are resolved: an element carries its namespace URI, never a prefix. The writer
+//! emits `xmlns` only where an element's namespace differs from its parent's, so a stanza
+//! written inside a `jabber:client` stream carries no redundant declarations.
+
+use std::fmt::Write as _;
+
+use super::ns;
+
+/// One attribute, namespace-resolved. `ns` is empty for unprefixed attributes (the common case).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ns: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// A child of an element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Element(Element),
+    Text(String),
+}
+
+/// A namespace-resolved XML element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    /// Local name (no prefix).
+    pub name: String,
+    /// Namespace URI.
+    pub ns: String,
+    pub attrs: Vec<Attr>,
+    pub children: Vec<Node>,
+}
+
+impl Element {
+    pub fn new(name: &str, ns: &str) -> Element {
+        Element {
+            name: name.to_owned(),
+            ns: ns.to_owned(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Builder: sets an unprefixed attribute.
+    pub fn with_attr(mut self, name: &str, value: &str) -> Element {
+        self.set_attr(name, value);
+        self
+    }
+
+    /// Builder: appends a child element.
+    pub fn with_child(mut self, child: Element) -> Element {
+        self.children.push(Node::Element(child));
+        self
+    }
+
+    /// Builder: appends text.
+    pub fn with_text(mut self, text: &str) -> Element {
+        self.children.push(Node::Text(text.to_owned()));
+        self
+    }
+
+    /// The value of an unprefixed attribute.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns.is_empty() && a.name == name)
+            .map(|a| a.value.as_str())
+    }
+
+    /// The value of a namespaced attribute (e.g. `xml:lang` is `(ns::XML, "lang")`).
+    pub fn attr_ns(&self, ns: &str, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns == ns && a.name == name)
+            .map(|a| a.value.as_str())
+    }
+
+    /// Sets (or replaces) an unprefixed attribute.
+    pub fn set_attr(&mut self, name: &str, value: &str) {
+        match self
+            .attrs
+            .iter_mut()
+            .find(|a| a.ns.is_empty() && a.name == name)
+        {
+            Some(a) => value.clone_into(&mut a.value),
+            None => self.attrs.push(Attr {
+                ns: String::new(),
+                name: name.to_owned(),
+                value: value.to_owned(),
+            }),
+        }
+    }
+
+    /// Removes an unprefixed attribute if present.
+    pub fn remove_attr(&mut self, name: &str) {
+        self.attrs.retain(|a| !(a.ns.is_empty() && a.name == name));
+    }
+
+    pub fn is(&self, name: &str, ns: &str) -> bool {
+        self.name == name && self.ns == ns
+    }
+
+    pub fn push_child(&mut self, child: Element) {
+        self.children.push(Node::Element(child));
+    }
+
+    /// Child elements, in document order.
+    pub fn child_elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// The first child element with this name and namespace.
+    pub fn child(&self, name: &str, ns: &str) -> Option<&Element> {
+        self.child_elements().find(|e| e.is(name, ns))
+    }
+
+    pub fn child_mut(&mut self, name: &str, ns: &str) -> Option<&mut Element> {
+        self.children.iter_mut().find_map(|n| match n {
+            Node::Element(e) if e.is(name, ns) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// The first child element, whatever its name (the payload of an IQ).
+    pub fn first_child(&self) -> Option<&Element> {
+        self.child_elements().next()
+    }
+
+    /// Concatenated direct text content.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for n in &self.children {
+            if let Node::Text(t) = n {
+                s.push_str(t);
+            }
+        }
+        s
+    }
+
+    /// Serializes this element as it appears inside a stream whose default namespace is
+    /// `parent_ns` (e.g. `jabber:client`).
+    pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        let mut s = String::new();
+        self.write_str(&mut s, parent_ns);
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// Serializes to a new buffer, as a child of a `parent_ns` context.
+    pub fn to_bytes(&self, parent_ns: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out, parent_ns);
+        out
+    }
+
+    /// Serializes into a `String` (the writer works on `str`; every input is valid UTF-8).
+    pub fn write_str(&self, out: &mut String, parent_ns: &str) {
+        out.push('<');
+        out.push_str(&self.name);
+        if self.ns != parent_ns {
+            out.push_str(" xmlns='");
+            escape_attr(&self.ns, out);
+            out.push('\'');
+        }
+        // Prefixed attributes from namespaces other than `xml` need a declaration; prefixes
+        // are generated (a0, a1, ...) since only the URI carries meaning.
+        let mut next_prefix = 0usize;
+        for a in &self.attrs {
+            out.push(' ');
+            if a.ns.is_empty() {
+                out.push_str(&a.name);
+            } else if a.ns == ns::XML {
+                out.push_str("xml:");
+                out.push_str(&a.name);
+            } else {
+                let _ = write!(out, "xmlns:a{next_prefix}='");
+                escape_attr(&a.ns, out);
+                let _ = write!(out, "' a{next_prefix}:{}", a.name);
+                next_prefix += 1;
+            }
+            out.push_str("='");
+            escape_attr(&a.value, out);
+            out.push('\'');
+        }
+        if self.children.is_empty() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        for n in &self.children {
+            match n {
+                Node::Element(e) => e.write_str(out, &self.ns),
+                Node::Text(t) => escape_text(t, out),
+            }
+        }
+        out.push_str("</");
+        out.push_str(&self.name);
+        out.push('>');
+    }
+}
+
+/// Escapes character data: `&`, `<` and `>` (the last so that `]]>` never appears).
+pub fn escape_text(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Escapes an attribute value for single-quoted output; also escapes `"` so values can be
+/// copied into either quoting style, and control whitespace so it survives normalization.
+pub fn escape_attr(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_omits_inherited_namespace() {
+        let e = Element::new("message", ns::CLIENT)
+            .with_attr("to", "a@b")
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        assert_eq!(
+            String::from_utf8(e.to_bytes(ns::CLIENT)).unwrap(),
+            "<message to='a@b'><body>hi</body></message>"
+        );
+    }
+
+    #[test]
+    fn write_declares_child_namespace() {
+        let e = Element::new("iq", ns::CLIENT).with_child(Element::new("ping", ns::PING));
+        assert_eq!(
+            String::from_utf8(e.to_bytes(ns::CLIENT)).unwrap(),
+            "<iq><ping xmlns='urn:xmpp:ping'/></iq>"
+        );
+    }
+
+    #[test]
+    fn write_escapes_text_and_attrs() {
+        let e = Element::new("body", ns::CLIENT)
+            .with_attr("x", "a'b\"c<&>")
+            .with_text("1 < 2 && ]]> 3");
+        assert_eq!(
+            String::from_utf8(e.to_bytes(ns::CLIENT)).unwrap(),
+            "<body x='a&apos;b&quot;c&lt;&amp;&gt;'>1 &lt; 2 &amp;&amp; ]]&gt; 3</body>"
+        );
+    }
+
+    #[test]
+    fn write_prefixed_attributes() {
+        let mut e = Element::new("x", "urn:x");
+        e.attrs.push(Attr {
+            ns: ns::XML.into(),
+            name: "lang".into(),
+            value: "en".into(),
+        });
+        e.attrs.push(Attr {
+            ns: "urn:other".into(),
+            name: "k".into(),
+            value: "v".into(),
+        });
+        assert_eq!(
+            String::from_utf8(e.to_bytes("urn:x")).unwrap(),
+            "<x xml:lang='en' xmlns:a0='urn:other' a0:k='v'/>"
+        );
+    }
+}
