@@ -4,6 +4,7 @@
 //! takes bytes and time in and gives bytes and actions out. Only `net` touches sockets.
 #![forbid(unsafe_code)]
 
+pub mod base64;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -118,7 +118,9 @@ pub struct ChannelBinding {
 
 /// Looks up the stored credentials of a (normalised) localpart on this stream's domain.
 pub trait CredentialLookup {
-    fn credentials(&mut self, username: &str) -> Option<Credentials>;
+    /// `Ok(None)`: no such account. `Err`: the store failed (the exchange then ends with
+    /// `temporary-auth-failure`).
+    fn credentials(&mut self, username: &str) -> Result<Option<Credentials>, SaslFailure>;
 }
 
 /// One authentication exchange in progress.
