@@ -185,7 +185,10 @@ mod tests {
 
     #[test]
     fn domain_trailing_dot_dropped() {
-        assert_eq!(Jid::parse("example.org.").unwrap().to_string(), "example.org");
+        assert_eq!(
+            Jid::parse("example.org.").unwrap().to_string(),
+            "example.org"
+        );
     }
 
     #[test]

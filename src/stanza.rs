@@ -210,8 +210,12 @@ mod tests {
             .with_attr("id", "1")
             .with_attr("from", "a@b/c")
             .with_attr("to", "b");
-        let r = error_reply(&iq, &StanzaError::new(StanzaCondition::ServiceUnavailable), "b")
-            .unwrap();
+        let r = error_reply(
+            &iq,
+            &StanzaError::new(StanzaCondition::ServiceUnavailable),
+            "b",
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(r.to_bytes(ns::CLIENT)).unwrap(),
             "<iq type='error' id='1' to='a@b/c' from='b'><error type='cancel'>\

@@ -103,7 +103,10 @@ pub enum SaslStep {
     Challenge(Vec<u8>),
     /// Authenticated as `username` (the normalised localpart); send `<success>` with these
     /// additional data bytes (SCRAM's server-final-message; empty for PLAIN).
-    Success { username: String, additional: Vec<u8> },
+    Success {
+        username: String,
+        additional: Vec<u8>,
+    },
     Failure(SaslFailure),
 }
 

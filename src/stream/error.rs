@@ -96,7 +96,9 @@ impl From<XmlError> for StreamError {
             XmlError::NotWellFormed(why) => {
                 StreamError::with_text(StreamCondition::NotWellFormed, why)
             }
-            XmlError::Restricted(why) => StreamError::with_text(StreamCondition::RestrictedXml, why),
+            XmlError::Restricted(why) => {
+                StreamError::with_text(StreamCondition::RestrictedXml, why)
+            }
             // RFC 6120 §4.9.3.22: also for input that violates the rules of UTF-8.
             XmlError::BadEncoding => StreamError::new(StreamCondition::UnsupportedEncoding),
             // RFC 6120 §13.12: exceeding a size limit is a policy violation.

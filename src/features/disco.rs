@@ -1,0 +1,50 @@
+//! Service Discovery (XEP-0030): disco#info generated from the registry, so it lists exactly
+//! what is registered; disco#items is empty until there are components.
+
+use super::{IqRequest, IqResult, IqTo, IqType, Registry};
+use crate::stanza::{StanzaCondition, StanzaError};
+use crate::xml::{Element, ns};
+
+pub fn register(r: &mut Registry) {
+    for to in [IqTo::Host, IqTo::Account] {
+        r.iq(to, IqType::Get, ns::DISCO_INFO, info);
+        r.iq(to, IqType::Get, ns::DISCO_ITEMS, items);
+    }
+    r.feature(&[IqTo::Host, IqTo::Account], ns::DISCO_INFO);
+    r.feature(&[IqTo::Host, IqTo::Account], ns::DISCO_ITEMS);
+    r.identity(IqTo::Host, "server", "im", "Hearth");
+    r.identity(IqTo::Account, "account", "registered", "");
+}
+
+fn info(req: &IqRequest) -> IqResult {
+    // Nodes (XEP-0030 §3.2) are not used by any registered feature yet.
+    if req.payload.attr("node").is_some() {
+        return Err(StanzaError::new(StanzaCondition::ItemNotFound));
+    }
+    // XEP-0030 §3.1 / RFC 6121: an account's info is for the account itself (and, with
+    // rosters, its contacts); strangers learn nothing about it.
+    if req.to.local().is_some() && req.from.to_bare() != *req.to {
+        return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+    }
+    let mut q = Element::new("query", ns::DISCO_INFO);
+    for (category, kind, name) in &req.disco.identities {
+        let mut i = Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", category)
+            .with_attr("type", kind);
+        if !name.is_empty() {
+            i.set_attr("name", name);
+        }
+        q.push_child(i);
+    }
+    for var in &req.disco.features {
+        q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", var));
+    }
+    Ok(Some(q))
+}
+
+fn items(req: &IqRequest) -> IqResult {
+    if req.payload.attr("node").is_some() {
+        return Err(StanzaError::new(StanzaCondition::ItemNotFound));
+    }
+    Ok(Some(Element::new("query", ns::DISCO_ITEMS)))
+}
