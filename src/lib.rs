@@ -8,6 +8,7 @@ pub mod base64;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod features;
 pub mod jid;
 pub mod net;

@@ -1,0 +1,1 @@
+//! DNS resolution for federation (SKELETON: the dns helper writes it).
