@@ -42,8 +42,7 @@ impl RedbStore {
             .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
-                    "{}: the database is in use by a running server (stop it, or use the \
-                     server's control socket)",
+                    "{}: the database is in use by a running server",
                     path.display()
                 )),
                 e => StoreError(format!("{}: cannot open the database: {e}", path.display())),
