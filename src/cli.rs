@@ -22,10 +22,10 @@ use crate::store::{RedbStore, Store};
 
 const USAGE: &str = "\
 Usage:
-  hearth [--config PATH] [serve]        run the server (the default command)
-  hearth [--config PATH] user add JID      create an account
-  hearth [--config PATH] user passwd JID   change an account's password
-  hearth [--config PATH] user del JID      delete an account
+  hearth [--config PATH] [serve]             run the server (the default command)
+  hearth [--config PATH] user add JID        create an account
+  hearth [--config PATH] user passwd JID     change an account's password
+  hearth [--config PATH] user del JID        delete an account
   hearth [--config PATH] user list [DOMAIN]  list accounts
   hearth --version | --help
 
