@@ -1,4 +1,4 @@
-//! The `hearth` binary: wiring only. (SKELETON: the cli helper writes it.)
+//! The `hearth` binary: wiring only; everything is in `hearth::cli`.
 #![forbid(unsafe_code)]
 
 fn main() {

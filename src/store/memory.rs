@@ -1,4 +1,4 @@
-//! In-memory `Store` for tests. (SKELETON)
+//! In-memory `Store`: the twin of `RedbStore` that protocol tests run against.
 
 use super::{Store, StoreError};
 use crate::sasl::Credentials;

@@ -1,5 +1,5 @@
 //! Durable storage behind one trait, so that the protocol core is tested against the
-//! in-memory twin and runs against redb. (SKELETON: the store helper writes the bodies.)
+//! in-memory twin and runs against redb.
 //!
 //! Owns: what is stored and its encoding. Leaves to others: when to store (features) and
 //! credential derivation (`sasl`). Accounts are keyed by normalised bare JID (`user@domain`).
@@ -40,4 +40,93 @@ pub trait Store {
     fn account_list(&self, domain: Option<&str>) -> Result<Vec<String>, StoreError>;
     /// Number of accounts.
     fn account_count(&self) -> Result<u64, StoreError>;
+}
+
+/// The behaviour every `Store` implementation must share, run against each of them.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::{MemoryStore, Store};
+    use crate::sasl::{Credentials, ScramCredentials};
+
+    /// Distinct, decodable credentials numbered `n`.
+    pub fn creds(n: u8) -> Credentials {
+        Credentials {
+            sha1: ScramCredentials {
+                iterations: 4096,
+                salt: vec![n; 16],
+                stored_key: vec![n; 20],
+                server_key: vec![n.wrapping_add(1); 20],
+            },
+            sha256: ScramCredentials {
+                iterations: 4096,
+                salt: vec![n; 16],
+                stored_key: vec![n; 32],
+                server_key: vec![n.wrapping_add(1); 32],
+            },
+        }
+    }
+
+    /// The behaviour every `Store` must share; run against each implementation.
+    pub fn suite(s: &mut dyn Store) {
+        assert_eq!(s.account_count().unwrap(), 0);
+        assert_eq!(s.account_list(None).unwrap(), Vec::<String>::new());
+        assert_eq!(s.account_credentials("alice@a.example").unwrap(), None);
+
+        assert!(s.account_create("bob@b.example", &creds(1)).unwrap());
+        assert!(s.account_create("alice@a.example", &creds(2)).unwrap());
+        assert!(s.account_create("carol@a.example", &creds(3)).unwrap());
+        // A duplicate changes nothing.
+        assert!(!s.account_create("alice@a.example", &creds(9)).unwrap());
+        assert_eq!(
+            s.account_credentials("alice@a.example").unwrap(),
+            Some(creds(2))
+        );
+        assert_eq!(s.account_count().unwrap(), 3);
+
+        assert_eq!(
+            s.account_list(None).unwrap(),
+            ["alice@a.example", "bob@b.example", "carol@a.example"]
+        );
+        assert_eq!(
+            s.account_list(Some("a.example")).unwrap(),
+            ["alice@a.example", "carol@a.example"]
+        );
+        assert_eq!(
+            s.account_list(Some("b.example")).unwrap(),
+            ["bob@b.example"]
+        );
+        // A suffix of a domain is not that domain.
+        assert_eq!(
+            s.account_list(Some("example")).unwrap(),
+            Vec::<String>::new()
+        );
+
+        assert!(
+            s.account_set_credentials("alice@a.example", &creds(4))
+                .unwrap()
+        );
+        assert_eq!(
+            s.account_credentials("alice@a.example").unwrap(),
+            Some(creds(4))
+        );
+        assert!(
+            !s.account_set_credentials("nobody@a.example", &creds(4))
+                .unwrap()
+        );
+        assert_eq!(s.account_credentials("nobody@a.example").unwrap(), None);
+
+        assert!(s.account_delete("alice@a.example").unwrap());
+        assert!(!s.account_delete("alice@a.example").unwrap());
+        assert_eq!(s.account_credentials("alice@a.example").unwrap(), None);
+        assert_eq!(s.account_count().unwrap(), 2);
+        assert_eq!(
+            s.account_list(None).unwrap(),
+            ["bob@b.example", "carol@a.example"]
+        );
+    }
+
+    #[test]
+    fn memory_store_conformance_suite_passes() {
+        suite(&mut MemoryStore::new());
+    }
 }
