@@ -89,16 +89,21 @@ pub struct Server {
     actions: VecDeque<Action>,
     /// Upcalls waiting to be processed, tagged with their connection.
     pending: VecDeque<(ConnId, Upcall)>,
+    /// Made once so an unknown account's SCRAM salt is the same on every attempt.
+    fake_salt_key: [u8; 32],
 }
 
 impl Server {
     pub fn new(
         config: Arc<Config>,
         store: Box<dyn Store>,
-        random: Box<dyn RandomSource>,
+        mut random: Box<dyn RandomSource>,
         _now: Instant,
     ) -> Server {
+        let mut fake_salt_key = [0u8; 32];
+        random.fill(&mut fake_salt_key);
         Server {
+            fake_salt_key,
             config,
             store,
             random,
@@ -232,6 +237,7 @@ impl Server {
             config: &self.config,
             store: &*self.store,
             random: &mut *self.random,
+            fake_salt_key: self.fake_salt_key,
             out: &mut out,
         };
         f(&mut conn.c2s, &mut env);

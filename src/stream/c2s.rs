@@ -47,6 +47,8 @@ pub struct Env<'a> {
     pub config: &'a Config,
     pub store: &'a dyn Store,
     pub random: &'a mut dyn RandomSource,
+    /// Per-process key for the fake salts that hide whether an account exists.
+    pub fake_salt_key: [u8; 32],
     pub out: &'a mut Vec<Upcall>,
 }
 
@@ -458,6 +460,7 @@ impl C2sConn {
         let mut lookup = StoreLookup {
             store: env.store,
             domain: &domain,
+            fake_salt_key: env.fake_salt_key,
         };
         let step = match e.name.as_str() {
             "auth" => {
@@ -644,6 +647,7 @@ fn decode_sasl_text(text: &str) -> Option<Vec<u8>> {
 struct StoreLookup<'a> {
     store: &'a dyn Store,
     domain: &'a str,
+    fake_salt_key: [u8; 32],
 }
 
 impl CredentialLookup for StoreLookup<'_> {
@@ -654,5 +658,9 @@ impl CredentialLookup for StoreLookup<'_> {
                 log::error!("store: {e}");
                 SaslFailure::TemporaryAuthFailure
             })
+    }
+
+    fn fake_salt_key(&self) -> Option<[u8; 32]> {
+        Some(self.fake_salt_key)
     }
 }
