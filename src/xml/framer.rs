@@ -418,6 +418,12 @@ impl Framer {
         self.buf.len().saturating_sub(self.pos)
     }
 
+    /// Capacity of the receive buffer, to check that idle parsers hold none.
+    #[cfg(test)]
+    pub(crate) fn held_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Forgets the stream context (a new header is expected, optionally preceded by an XML
     /// declaration) and rescans the unconsumed bytes under it.
     pub(crate) fn restart(&mut self) {
@@ -433,7 +439,11 @@ impl Framer {
 
     /// Takes the unconsumed bytes and restarts.
     pub(crate) fn take_unparsed(&mut self) -> Vec<u8> {
-        let rest = self.buf.get(self.pos..).map(<[u8]>::to_vec).unwrap_or_default();
+        let rest = self
+            .buf
+            .get(self.pos..)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         self.buf = Vec::new();
         self.pos = 0;
         self.restart();

@@ -11,7 +11,7 @@
 //! error an `XmlError` becomes (`stream::error`).
 
 use super::element::{Attr, Element};
-use super::framer::{Framer, FrameKind};
+use super::framer::{FrameKind, Framer};
 use super::tree::{self, Scope};
 
 /// Limits applied to untrusted input.

@@ -114,7 +114,11 @@ pub(crate) fn parse_header(
     let mut ended = false;
     for token in Tokenizer::from(text) {
         match token.map_err(|_| SYNTAX)? {
-            Token::ElementStart { prefix, local, span } if start.is_none() => {
+            Token::ElementStart {
+                prefix,
+                local,
+                span,
+            } if start.is_none() => {
                 start = Some(raw_start(prefix, local, span)?);
             }
             Token::Attribute {
@@ -200,7 +204,11 @@ fn build(
     let mut root: Option<Element> = None;
     for token in Tokenizer::from(text) {
         match token.map_err(|_| SYNTAX)? {
-            Token::ElementStart { prefix, local, span } => {
+            Token::ElementStart {
+                prefix,
+                local,
+                span,
+            } => {
                 if root.is_some() || start.is_some() {
                     return Err(SYNTAX);
                 }
@@ -240,7 +248,9 @@ fn build(
                     }
                 }
                 ElementEnd::Close(prefix, local) => {
-                    let open = stack.pop().ok_or(XmlError::NotWellFormed("stray end tag"))?;
+                    let open = stack
+                        .pop()
+                        .ok_or(XmlError::NotWellFormed("stray end tag"))?;
                     if open.prefix != prefix.as_str() || open.local != local.as_str() {
                         return Err(XmlError::NotWellFormed("mismatched end tag"));
                     }
@@ -410,7 +420,11 @@ fn open_element(
                 .ok_or(XmlError::NotWellFormed("unbound attribute prefix"))?
         };
         // XML Namespaces §6.3: no two attributes with the same expanded name.
-        if element.attrs.iter().any(|b| b.ns == ns && b.name == a.local) {
+        if element
+            .attrs
+            .iter()
+            .any(|b| b.ns == ns && b.name == a.local)
+        {
             return Err(XmlError::NotWellFormed("duplicate attribute"));
         }
         let mut value = String::new();
@@ -527,8 +541,8 @@ fn reference(name: &str) -> Result<char, XmlError> {
             }
             let code = u32::from_str_radix(digits, radix)
                 .map_err(|_| XmlError::NotWellFormed("bad character reference"))?;
-            let c = char::from_u32(code)
-                .ok_or(XmlError::NotWellFormed("bad character reference"))?;
+            let c =
+                char::from_u32(code).ok_or(XmlError::NotWellFormed("bad character reference"))?;
             if !is_xml_char(c) {
                 return Err(XmlError::NotWellFormed("reference to a non-XML character"));
             }
