@@ -7,8 +7,10 @@
 //! stream error each `XmlError` becomes (`stream::error`).
 
 pub mod element;
+mod framer;
 pub mod ns;
 pub mod parser;
+mod tree;
 
 pub use element::{Attr, Element, Node};
 pub use parser::{StreamEvent, StreamHeader, StreamParser, XmlError, XmlLimits};
