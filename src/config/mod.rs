@@ -535,7 +535,13 @@ impl Loader<'_> {
                 .skip(i + 1)
                 .any(|b| a == b)
             {
-                let line = t.entries().first().map_or(1, |e| e.line);
+                // The later list repeats it (or the same list does).
+                let key = if c.listen_tls.contains(a) {
+                    "listen_tls"
+                } else {
+                    "listen"
+                };
+                let line = t.entry(key).map_or(1, |e| e.line);
                 return Err(self.err(
                     line,
                     format!("`c2s`: the socket address \"{a}\" is listed twice"),
@@ -899,6 +905,13 @@ cache_bytes = 4194304
             err("[c2s]\nlisten = ['0.0.0.0:5222']\nlisten_tls = ['0.0.0.0:5222']"),
             format!(
                 "`c2s`: the socket address \"0.0.0.0:5222\" is listed twice{}",
+                at(3)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nlisten = ['[::1]:1', '[::1]:1']"),
+            format!(
+                "`c2s`: the socket address \"[::1]:1\" is listed twice{}",
                 at(2)
             )
         );

@@ -96,6 +96,7 @@ fn load_at(config: &Config, now_unix_secs: u64) -> Result<TlsConfigs, TlsError> 
                 certified_key(&provider, chain, key, &crt, &key_path)?
             }
         };
+        log::debug!("TLS certificate for {domain} loaded");
         keys.push((domain.clone(), Arc::new(key)));
     }
     let resolver =
