@@ -1,0 +1,1094 @@
+//! Configuration: the typed, validated settings the server runs with, and loading them from a
+//! TOML file.
+//!
+//! Owns: the [`Config`] struct, its built-in default, and mapping a parsed document onto it
+//! with every check done once, at load. The TOML subset parser lives in [`toml`]; what the
+//! settings mean at run time is left to the modules that use them.
+//!
+//! Relative paths in the file (`data_dir`, `tls.certs[].cert` and `.key`) resolve against the
+//! file's folder, and so does the default `data_dir` when the file does not set one, so the
+//! server's working directory never matters. Keys the file leaves out take
+//! `Config::default()`'s values. An unknown key is an error that names it with its table
+//! (`unknown key `c2s.listne` in /etc/hearth/hearth.toml (line 12)`); so are wrong types and
+//! invalid values, naming key and value. The `[s2s]` and `[dns]` tables are not known yet.
+//!
+//! ```toml
+//! domains = ["example.org"]
+//! data_dir = "/var/lib/hearth"
+//! log_level = "info"
+//! [tls]
+//! certs = [{ domain = "example.org", cert = "fullchain.pem", key = "privkey.pem" }]
+//! [c2s]
+//! listen = ["[::]:5222"]       # STARTTLS
+//! listen_tls = ["[::]:5223"]   # direct TLS
+//! auth_timeout_secs = 60
+//! auth_failure_delay_ms = 1000
+//! max_auth_failures = 3
+//! idle_timeout_secs = 300
+//! [limits]
+//! max_connections = 1024
+//! max_stanza_bytes = 262144
+//! max_depth = 64
+//! max_attrs = 64
+//! max_outgoing_bytes = 1048576
+//! max_sessions_per_account = 16
+//! [storage]
+//! cache_bytes = 4194304
+//! ```
+
+pub mod toml;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::jid::Jid;
+use toml::{Entry, Table, Value};
+
+/// Where the settings came from (logged at start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    BuiltIn,
+    File(PathBuf),
+}
+
+/// A certificate and key (PEM files) for one hosted domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertEntry {
+    pub domain: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// One entry per domain; a hosted domain without one gets a self-signed certificate made
+    /// in `data_dir` on first start.
+    pub certs: Vec<CertEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct C2sSettings {
+    /// STARTTLS listeners (RFC 6120), default 127.0.0.1:5222 in the built-in setup.
+    pub listen: Vec<SocketAddr>,
+    /// Direct TLS listeners (XEP-0368), default 127.0.0.1:5223 in the built-in setup.
+    pub listen_tls: Vec<SocketAddr>,
+    /// A connection that has not authenticated and bound by then is closed.
+    pub auth_timeout: Duration,
+    /// Delay before answering a failed authentication (slows password guessing).
+    pub auth_failure_delay: Duration,
+    /// Failed attempts after which the stream is closed.
+    pub max_auth_failures: u32,
+    /// Silence after which an authenticated client is pinged (XEP-0199 later); 0 disables.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_stanza_bytes: usize,
+    pub max_depth: usize,
+    pub max_attrs: usize,
+    /// Bytes queued for one connection before it counts as a slow reader and is closed.
+    pub max_outgoing_bytes: usize,
+    /// Resources (sessions) one account may have bound at once.
+    pub max_sessions_per_account: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// redb page cache (redb's own default is 1 GiB).
+    pub cache_bytes: usize,
+}
+
+/// All settings, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub source: ConfigSource,
+    /// Hosted domains, normalised (lowercase); never empty.
+    pub domains: Vec<String>,
+    pub data_dir: PathBuf,
+    pub tls: TlsSettings,
+    pub c2s: C2sSettings,
+    pub limits: Limits,
+    pub storage: StorageSettings,
+    /// `log` level filter unless RUST_LOG is set ("error", "warn", "info", "debug", "trace").
+    pub log_level: String,
+}
+
+impl Default for Config {
+    /// The built-in setup: domain `localhost`, c2s on 127.0.0.1:5222 (STARTTLS) and :5223
+    /// (direct TLS), data in ./hearth-data.
+    fn default() -> Self {
+        Config {
+            source: ConfigSource::BuiltIn,
+            domains: vec!["localhost".to_owned()],
+            data_dir: PathBuf::from("hearth-data"),
+            tls: TlsSettings { certs: Vec::new() },
+            c2s: C2sSettings {
+                listen: vec![SocketAddr::from(([127, 0, 0, 1], 5222))],
+                listen_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5223))],
+                auth_timeout: Duration::from_secs(60),
+                auth_failure_delay: Duration::from_secs(1),
+                max_auth_failures: 3,
+                idle_timeout: Duration::from_secs(300),
+            },
+            limits: Limits {
+                max_connections: 1024,
+                max_stanza_bytes: 256 * 1024,
+                max_depth: 64,
+                max_attrs: 64,
+                max_outgoing_bytes: 1024 * 1024,
+                max_sessions_per_account: 16,
+            },
+            storage: StorageSettings {
+                cache_bytes: 4 * 1024 * 1024,
+            },
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded; `Display` names the file, key and problem.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads `path`; relative paths inside resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        // The canonical path is what the log and errors show, and anchors relative paths
+        // independently of the working directory.
+        let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Config::parse(&text, &file)
+    }
+
+    /// Builds a configuration from `text` as if it had been read from `file`: `file` names
+    /// the source in errors and its folder anchors relative paths (it is not read).
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let doc = toml::parse(text).map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+        let base = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Loader { file, base }.config(&doc)
+    }
+
+    /// `--config PATH` if given, else ./hearth.toml if it exists, else the built-in default.
+    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(p) => Config::load(p),
+            None if Path::new("hearth.toml").exists() => Config::load(Path::new("hearth.toml")),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// True if `domain` (already normalised) is hosted here.
+    pub fn hosts(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d == domain)
+    }
+
+    /// The redb file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("hearth.redb")
+    }
+
+    /// The control socket the CLI uses while the server runs.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+}
+
+/// RFC 6120 §13.12: a server must accept stanzas of at least 10000 bytes.
+const MIN_STANZA_BYTES: i64 = 10_000;
+/// Caps on durations, so that `now + timeout` can never overflow an `Instant`.
+const MAX_SECS: i64 = 365 * 24 * 3600;
+const MAX_MILLIS: i64 = 3600 * 1000;
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// One `[tls] certs` element before it is checked against `domains`.
+struct RawCert {
+    name: String,
+    line: u32,
+    domain: String,
+    domain_line: u32,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Maps a parsed document onto [`Config`]; `file` names the source, `base` anchors paths.
+struct Loader<'a> {
+    file: &'a Path,
+    base: PathBuf,
+}
+
+/// A value with its type, as shown in messages: `string "60"`, `integer 7`, `a table`.
+fn show_typed(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("string {s:?}"),
+        Value::Integer(n) => format!("integer {n}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+impl Loader<'_> {
+    fn err(&self, line: u32, msg: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!("{msg} in {} (line {line})", self.file.display()))
+    }
+
+    fn unknown(&self, name: &str, line: u32) -> ConfigError {
+        self.err(line, format!("unknown key `{name}`"))
+    }
+
+    fn wrong_type(&self, name: &str, want: &str, v: &Value, line: u32) -> ConfigError {
+        self.err(
+            line,
+            format!("`{name}` must be {want}, not {}", show_typed(v)),
+        )
+    }
+
+    fn config(&self, doc: &Table) -> Result<Config, ConfigError> {
+        let mut c = Config {
+            source: ConfigSource::File(self.file.to_path_buf()),
+            ..Config::default()
+        };
+        c.data_dir = self.base.join(&c.data_dir);
+        let mut certs = Vec::new();
+        for e in doc.entries() {
+            match e.key.as_str() {
+                "domains" => c.domains = self.domains(e)?,
+                "data_dir" => c.data_dir = self.path("data_dir", e)?,
+                "log_level" => c.log_level = self.log_level(e)?,
+                "tls" => {
+                    for e in self.table("tls", e)?.entries() {
+                        match e.key.as_str() {
+                            "certs" => certs = self.certs(e)?,
+                            k => return Err(self.unknown(&format!("tls.{k}"), e.line)),
+                        }
+                    }
+                }
+                "c2s" => self.c2s(self.table("c2s", e)?, &mut c.c2s)?,
+                "limits" => self.limits(self.table("limits", e)?, &mut c.limits)?,
+                "storage" => {
+                    for e in self.table("storage", e)?.entries() {
+                        match e.key.as_str() {
+                            "cache_bytes" => {
+                                c.storage.cache_bytes =
+                                    self.int("storage.cache_bytes", e, 0, None)?;
+                            }
+                            k => return Err(self.unknown(&format!("storage.{k}"), e.line)),
+                        }
+                    }
+                }
+                k => return Err(self.unknown(k, e.line)),
+            }
+        }
+        c.tls.certs = self.check_certs(certs, &c.domains)?;
+        if c.c2s.listen.is_empty() && c.c2s.listen_tls.is_empty() {
+            let line = doc.entry("c2s").map_or(1, |e| e.line);
+            return Err(self.err(
+                line,
+                "`c2s.listen` and `c2s.listen_tls` are both empty, so no client could connect",
+            ));
+        }
+        Ok(c)
+    }
+
+    fn table<'t>(&self, name: &str, e: &'t Entry) -> Result<&'t Table, ConfigError> {
+        match &e.value {
+            Value::Table(t) => Ok(t),
+            v => Err(self.wrong_type(name, "a table", v, e.line)),
+        }
+    }
+
+    fn string<'t>(&self, name: &str, e: &'t Entry) -> Result<&'t str, ConfigError> {
+        match &e.value {
+            Value::String(s) => Ok(s),
+            v => Err(self.wrong_type(name, "a string", v, e.line)),
+        }
+    }
+
+    fn strings<'t>(&self, name: &str, e: &'t Entry) -> Result<Vec<&'t str>, ConfigError> {
+        let Value::Array(items) = &e.value else {
+            return Err(self.wrong_type(name, "an array of strings", &e.value, e.line));
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.as_str()),
+                v => Err(self.err(
+                    e.line,
+                    format!("`{name}` must contain only strings, not {}", show_typed(v)),
+                )),
+            })
+            .collect()
+    }
+
+    /// An integer in `min..=max` (default max: the target type's), converted to `T`.
+    fn int<T: TryFrom<i64>>(
+        &self,
+        name: &str,
+        e: &Entry,
+        min: i64,
+        max: Option<i64>,
+    ) -> Result<T, ConfigError> {
+        let Value::Integer(n) = e.value else {
+            return Err(self.wrong_type(name, "an integer", &e.value, e.line));
+        };
+        if n < min {
+            let why = if min == MIN_STANZA_BYTES {
+                " (RFC 6120 §13.12)"
+            } else {
+                ""
+            };
+            return Err(self.err(
+                e.line,
+                format!("`{name}` = {n} is invalid: must be at least {min}{why}"),
+            ));
+        }
+        match max {
+            Some(max) if n > max => Err(self.err(
+                e.line,
+                format!("`{name}` = {n} is invalid: must be at most {max}"),
+            )),
+            _ => T::try_from(n)
+                .map_err(|_| self.err(e.line, format!("`{name}` = {n} is invalid: too large"))),
+        }
+    }
+
+    fn path(&self, name: &str, e: &Entry) -> Result<PathBuf, ConfigError> {
+        let s = self.string(name, e)?;
+        if s.is_empty() {
+            return Err(self.err(e.line, format!("`{name}` is empty")));
+        }
+        // `join` keeps an absolute path as it is.
+        Ok(self.base.join(s))
+    }
+
+    fn domains(&self, e: &Entry) -> Result<Vec<String>, ConfigError> {
+        let raw = self.strings("domains", e)?;
+        if raw.is_empty() {
+            return Err(self.err(e.line, "`domains` is empty: at least one domain is needed"));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(raw.len());
+        for s in raw {
+            let d = self.domain("domains", s, e.line)?;
+            if out.contains(&d) {
+                return Err(self.err(e.line, format!("`domains` lists {d:?} twice")));
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// A domain JID, normalised (RFC 7622).
+    fn domain(&self, name: &str, s: &str, line: u32) -> Result<String, ConfigError> {
+        match Jid::domain_jid(s) {
+            Ok(j) => Ok(j.domain().to_owned()),
+            Err(why) => Err(self.err(
+                line,
+                format!("`{name}` value {s:?} is not a valid domain: {why}"),
+            )),
+        }
+    }
+
+    fn log_level(&self, e: &Entry) -> Result<String, ConfigError> {
+        let s = self.string("log_level", e)?.to_ascii_lowercase();
+        if !LOG_LEVELS.contains(&s.as_str()) {
+            return Err(self.err(
+                e.line,
+                format!(
+                    "`log_level` value {:?} is invalid: expected one of {}",
+                    self.string("log_level", e)?,
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
+        Ok(s)
+    }
+
+    fn certs(&self, e: &Entry) -> Result<Vec<RawCert>, ConfigError> {
+        let Value::Array(items) = &e.value else {
+            return Err(self.wrong_type("tls.certs", "an array of tables", &e.value, e.line));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let name = format!("tls.certs[{i}]");
+            let Value::Table(t) = item else {
+                return Err(self.err(
+                    e.line,
+                    format!("`{name}` must be a table, not {}", show_typed(item)),
+                ));
+            };
+            let line = t.entries().first().map_or(e.line, |f| f.line);
+            let (mut domain, mut cert, mut key) = (None, None, None);
+            for f in t.entries() {
+                let fname = format!("{name}.{}", f.key);
+                match f.key.as_str() {
+                    "domain" => domain = Some((self.string(&fname, f)?, f.line)),
+                    "cert" => cert = Some(self.path(&fname, f)?),
+                    "key" => key = Some(self.path(&fname, f)?),
+                    _ => return Err(self.unknown(&fname, f.line)),
+                }
+            }
+            let missing = |what: &str| self.err(line, format!("`{name}` needs `{what}`"));
+            let (domain, domain_line) = domain.ok_or_else(|| missing("domain"))?;
+            out.push(RawCert {
+                domain: self.domain(&format!("{name}.domain"), domain, domain_line)?,
+                domain_line,
+                cert: cert.ok_or_else(|| missing("cert"))?,
+                key: key.ok_or_else(|| missing("key"))?,
+                name,
+                line,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every certificate is for a hosted domain, and no domain has two.
+    fn check_certs(
+        &self,
+        raw: Vec<RawCert>,
+        domains: &[String],
+    ) -> Result<Vec<CertEntry>, ConfigError> {
+        let mut out: Vec<CertEntry> = Vec::with_capacity(raw.len());
+        for r in raw {
+            if !domains.contains(&r.domain) {
+                return Err(self.err(
+                    r.domain_line,
+                    format!(
+                        "`{}.domain` value {:?} is not one of `domains`",
+                        r.name, r.domain
+                    ),
+                ));
+            }
+            if out.iter().any(|c| c.domain == r.domain) {
+                return Err(self.err(
+                    r.line,
+                    format!(
+                        "`{}.domain`: {:?} has a second certificate entry",
+                        r.name, r.domain
+                    ),
+                ));
+            }
+            out.push(CertEntry {
+                domain: r.domain,
+                cert: r.cert,
+                key: r.key,
+            });
+        }
+        Ok(out)
+    }
+
+    fn addrs(&self, name: &str, e: &Entry) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.strings(name, e)?
+            .into_iter()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    self.err(
+                        e.line,
+                        format!(
+                            "`{name}` value {s:?} is not a socket address \
+                             (an IP address and port, like \"[::]:5222\" or \"0.0.0.0:5222\")"
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn c2s(&self, t: &Table, c: &mut C2sSettings) -> Result<(), ConfigError> {
+        for e in t.entries() {
+            let name = format!("c2s.{}", e.key);
+            match e.key.as_str() {
+                "listen" => c.listen = self.addrs(&name, e)?,
+                "listen_tls" => c.listen_tls = self.addrs(&name, e)?,
+                "auth_timeout_secs" => {
+                    c.auth_timeout = Duration::from_secs(self.int(&name, e, 1, Some(MAX_SECS))?);
+                }
+                "auth_failure_delay_ms" => {
+                    c.auth_failure_delay =
+                        Duration::from_millis(self.int(&name, e, 0, Some(MAX_MILLIS))?);
+                }
+                "max_auth_failures" => c.max_auth_failures = self.int(&name, e, 1, None)?,
+                "idle_timeout_secs" => {
+                    c.idle_timeout = Duration::from_secs(self.int(&name, e, 0, Some(MAX_SECS))?);
+                }
+                _ => return Err(self.unknown(&name, e.line)),
+            }
+        }
+        for (i, a) in c.listen.iter().chain(&c.listen_tls).enumerate() {
+            if c.listen
+                .iter()
+                .chain(&c.listen_tls)
+                .skip(i + 1)
+                .any(|b| a == b)
+            {
+                // The later list repeats it (or the same list does).
+                let key = if c.listen_tls.contains(a) {
+                    "listen_tls"
+                } else {
+                    "listen"
+                };
+                let line = t.entry(key).map_or(1, |e| e.line);
+                return Err(self.err(
+                    line,
+                    format!("`c2s`: the socket address \"{a}\" is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn limits(&self, t: &Table, l: &mut Limits) -> Result<(), ConfigError> {
+        for e in t.entries() {
+            let name = format!("limits.{}", e.key);
+            let field = match e.key.as_str() {
+                "max_connections" => &mut l.max_connections,
+                "max_stanza_bytes" => {
+                    l.max_stanza_bytes = self.int(&name, e, MIN_STANZA_BYTES, None)?;
+                    continue;
+                }
+                "max_depth" => &mut l.max_depth,
+                "max_attrs" => &mut l.max_attrs,
+                "max_outgoing_bytes" => &mut l.max_outgoing_bytes,
+                "max_sessions_per_account" => &mut l.max_sessions_per_account,
+                _ => return Err(self.unknown(&name, e.line)),
+            };
+            *field = self.int(&name, e, 1, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/hearth/hearth.toml";
+
+    const EXAMPLE: &str = r#"
+domains = ["example.org"]
+data_dir = "/var/lib/hearth"
+log_level = "info"
+[tls]
+certs = [{ domain = "example.org", cert = "/etc/letsencrypt/live/example.org/fullchain.pem", key = "/etc/letsencrypt/live/example.org/privkey.pem" }]
+[c2s]
+listen = ["[::]:5222"]       # STARTTLS
+listen_tls = ["[::]:5223"]   # direct TLS
+auth_timeout_secs = 60
+auth_failure_delay_ms = 1000
+max_auth_failures = 3
+idle_timeout_secs = 300
+[limits]
+max_connections = 1024
+max_stanza_bytes = 262144
+max_depth = 64
+max_attrs = 64
+max_outgoing_bytes = 1048576
+max_sessions_per_account = 16
+[storage]
+cache_bytes = 4194304
+"#;
+
+    fn parse(text: &str) -> Config {
+        match Config::parse(text, Path::new(FILE)) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, Path::new(FILE)) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn at(line: u32) -> String {
+        format!(" in {FILE} (line {line})")
+    }
+
+    /// A fresh, empty folder under the system temp dir (tests run in parallel).
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hearth-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn example_file_parses_to_expected_config() {
+        let c = parse(EXAMPLE);
+        let any6 = |port| SocketAddr::from(([0u16; 8], port));
+        let expected = Config {
+            source: ConfigSource::File(PathBuf::from(FILE)),
+            domains: vec!["example.org".to_owned()],
+            data_dir: PathBuf::from("/var/lib/hearth"),
+            tls: TlsSettings {
+                certs: vec![CertEntry {
+                    domain: "example.org".to_owned(),
+                    cert: PathBuf::from("/etc/letsencrypt/live/example.org/fullchain.pem"),
+                    key: PathBuf::from("/etc/letsencrypt/live/example.org/privkey.pem"),
+                }],
+            },
+            c2s: C2sSettings {
+                listen: vec![any6(5222)],
+                listen_tls: vec![any6(5223)],
+                auth_timeout: Duration::from_secs(60),
+                auth_failure_delay: Duration::from_millis(1000),
+                max_auth_failures: 3,
+                idle_timeout: Duration::from_secs(300),
+            },
+            limits: Limits {
+                max_connections: 1024,
+                max_stanza_bytes: 262144,
+                max_depth: 64,
+                max_attrs: 64,
+                max_outgoing_bytes: 1048576,
+                max_sessions_per_account: 16,
+            },
+            storage: StorageSettings {
+                cache_bytes: 4194304,
+            },
+            log_level: "info".to_owned(),
+        };
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn example_values_differ_from_defaults_where_set() {
+        let c = parse(
+            "domains = ['a.example', 'B.Example.']\nlog_level = 'DEBUG'\n\
+             [c2s]\nlisten = []\nauth_failure_delay_ms = 0\nidle_timeout_secs = 0\n\
+             [limits]\nmax_stanza_bytes = 10_000\n[storage]\ncache_bytes = 0",
+        );
+        assert_eq!(c.domains, ["a.example", "b.example"]);
+        assert_eq!(c.log_level, "debug");
+        assert!(c.c2s.listen.is_empty());
+        assert_eq!(c.c2s.listen_tls, Config::default().c2s.listen_tls);
+        assert_eq!(c.c2s.auth_failure_delay, Duration::ZERO);
+        assert_eq!(c.c2s.idle_timeout, Duration::ZERO);
+        assert_eq!(c.limits.max_stanza_bytes, 10_000);
+        assert_eq!(c.limits.max_depth, 64);
+        assert_eq!(c.storage.cache_bytes, 0);
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_with_data_dir_beside_it() {
+        let c = parse("# nothing here\n");
+        let d = Config::default();
+        assert_eq!(c.source, ConfigSource::File(PathBuf::from(FILE)));
+        assert_eq!(c.data_dir, PathBuf::from("/etc/hearth/hearth-data"));
+        assert_eq!(
+            Config {
+                source: d.source.clone(),
+                data_dir: d.data_dir.clone(),
+                ..c
+            },
+            d
+        );
+    }
+
+    #[test]
+    fn empty_tables_give_defaults() {
+        let c = parse("[tls]\n[c2s]\n[limits]\n[storage]\n");
+        let d = Config::default();
+        assert_eq!(
+            (c.tls, c.c2s, c.limits, c.storage),
+            (d.tls, d.c2s, d.limits, d.storage)
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_file_folder() {
+        let c = parse(
+            "domains = ['a.example', 'b.example']\ndata_dir = 'data'\n\
+             [[tls.certs]]\ndomain = 'a.example'\ncert = 'certs/a.crt'\nkey = '../keys/a.key'\n\
+             [[tls.certs]]\ndomain = 'b.example'\ncert = '/abs/b.crt'\nkey = './b.key'\n",
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/etc/hearth/data"));
+        assert_eq!(
+            c.tls.certs[0].cert,
+            PathBuf::from("/etc/hearth/certs/a.crt")
+        );
+        assert_eq!(
+            c.tls.certs[0].key,
+            PathBuf::from("/etc/hearth/../keys/a.key")
+        );
+        assert_eq!(c.tls.certs[1].cert, PathBuf::from("/abs/b.crt"));
+        assert_eq!(c.tls.certs[1].key, PathBuf::from("/etc/hearth/./b.key"));
+    }
+
+    #[test]
+    fn load_file_resolves_against_canonical_folder() {
+        let dir = temp_dir("load");
+        std::fs::write(dir.join("hearth.toml"), "data_dir = 'state'\n").unwrap();
+        // Through a `..` detour: the canonical path is what is reported and used.
+        let detour = dir
+            .join("..")
+            .join(dir.file_name().unwrap())
+            .join("hearth.toml");
+        let c = Config::load(&detour).unwrap();
+        let canon = std::fs::canonicalize(&dir).unwrap();
+        assert_eq!(c.source, ConfigSource::File(canon.join("hearth.toml")));
+        assert_eq!(c.data_dir, canon.join("state"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn load_missing_file_names_it() {
+        let dir = temp_dir("missing");
+        let path = dir.join("nope.toml");
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot read {}: ", path.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn discover_explicit_path_is_loaded() {
+        let dir = temp_dir("discover");
+        let path = dir.join("x.toml");
+        std::fs::write(&path, "domains = ['d.example']\n").unwrap();
+        let c = Config::discover(Some(&path)).unwrap();
+        assert_eq!(c.domains, ["d.example"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        assert_eq!(
+            err("domains = ['a']\n\nx = 1.5\n"),
+            format!("{FILE}: line 3: unsupported TOML: floats (`1.5`)")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_named_with_their_table() {
+        assert_eq!(
+            err("domain = ['a']"),
+            format!("unknown key `domain`{}", at(1))
+        );
+        assert_eq!(
+            err("[c2s]\nlisten = []\nlistne = []"),
+            format!("unknown key `c2s.listne`{}", at(3))
+        );
+        assert_eq!(
+            err("[limits]\nmax_conns = 1"),
+            format!("unknown key `limits.max_conns`{}", at(2))
+        );
+        assert_eq!(
+            err("[storage]\ncache = 1"),
+            format!("unknown key `storage.cache`{}", at(2))
+        );
+        assert_eq!(
+            err("[tls]\ncert = 'x'"),
+            format!("unknown key `tls.cert`{}", at(2))
+        );
+        assert_eq!(
+            err("[[tls.certs]]\ndomain = 'localhost'\ncert = 'a'\nkey = 'b'\nchain = 'c'"),
+            format!("unknown key `tls.certs[0].chain`{}", at(5))
+        );
+        assert_eq!(
+            err("c2s.listen_tsl = []"),
+            format!("unknown key `c2s.listen_tsl`{}", at(1))
+        );
+    }
+
+    #[test]
+    fn future_tables_are_unknown_for_now() {
+        assert_eq!(
+            err("[s2s]\nlisten = []"),
+            format!("unknown key `s2s`{}", at(1))
+        );
+        assert_eq!(err("\n[dns]"), format!("unknown key `dns`{}", at(2)));
+    }
+
+    #[test]
+    fn wrong_types_named_with_value() {
+        assert_eq!(
+            err("domains = 'example.org'"),
+            format!(
+                "`domains` must be an array of strings, not string \"example.org\"{}",
+                at(1)
+            )
+        );
+        assert_eq!(
+            err("domains = ['a', 7]"),
+            format!(
+                "`domains` must contain only strings, not integer 7{}",
+                at(1)
+            )
+        );
+        assert_eq!(
+            err("data_dir = 5"),
+            format!("`data_dir` must be a string, not integer 5{}", at(1))
+        );
+        assert_eq!(
+            err("log_level = true"),
+            format!("`log_level` must be a string, not boolean true{}", at(1))
+        );
+        assert_eq!(
+            err("c2s = 1"),
+            format!("`c2s` must be a table, not integer 1{}", at(1))
+        );
+        assert_eq!(
+            err("[c2s]\nauth_timeout_secs = '60'"),
+            format!(
+                "`c2s.auth_timeout_secs` must be an integer, not string \"60\"{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nlisten = '[::]:5222'"),
+            format!(
+                "`c2s.listen` must be an array of strings, not string \"[::]:5222\"{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[tls]\ncerts = {}"),
+            format!(
+                "`tls.certs` must be an array of tables, not a table{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[tls]\ncerts = ['x']"),
+            format!("`tls.certs[0]` must be a table, not string \"x\"{}", at(2))
+        );
+        assert_eq!(
+            err("[tls]\ncerts = [{ domain = 1 }]"),
+            format!(
+                "`tls.certs[0].domain` must be a string, not integer 1{}",
+                at(2)
+            )
+        );
+    }
+
+    #[test]
+    fn invalid_socket_address_named() {
+        assert_eq!(
+            err("[c2s]\nlisten_tls = ['[::]:5223', 'localhost:5223']"),
+            format!(
+                "`c2s.listen_tls` value \"localhost:5223\" is not a socket address (an IP address \
+                 and port, like \"[::]:5222\" or \"0.0.0.0:5222\"){}",
+                at(2)
+            )
+        );
+    }
+
+    #[test]
+    fn listeners_both_empty_or_repeated_rejected() {
+        assert_eq!(
+            err("[c2s]\nlisten = []\nlisten_tls = []"),
+            format!(
+                "`c2s.listen` and `c2s.listen_tls` are both empty, so no client could connect{}",
+                at(1)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nlisten = ['0.0.0.0:5222']\nlisten_tls = ['0.0.0.0:5222']"),
+            format!(
+                "`c2s`: the socket address \"0.0.0.0:5222\" is listed twice{}",
+                at(3)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nlisten = ['[::1]:1', '[::1]:1']"),
+            format!(
+                "`c2s`: the socket address \"[::1]:1\" is listed twice{}",
+                at(2)
+            )
+        );
+    }
+
+    #[test]
+    fn zero_and_negative_limits_rejected() {
+        for key in [
+            "max_connections",
+            "max_depth",
+            "max_attrs",
+            "max_outgoing_bytes",
+            "max_sessions_per_account",
+        ] {
+            assert_eq!(
+                err(&format!("[limits]\n{key} = 0")),
+                format!("`limits.{key}` = 0 is invalid: must be at least 1{}", at(2))
+            );
+        }
+        assert_eq!(
+            err("[c2s]\nmax_auth_failures = 0"),
+            format!(
+                "`c2s.max_auth_failures` = 0 is invalid: must be at least 1{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nauth_timeout_secs = 0"),
+            format!(
+                "`c2s.auth_timeout_secs` = 0 is invalid: must be at least 1{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nidle_timeout_secs = -5"),
+            format!(
+                "`c2s.idle_timeout_secs` = -5 is invalid: must be at least 0{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[storage]\ncache_bytes = -1"),
+            format!(
+                "`storage.cache_bytes` = -1 is invalid: must be at least 0{}",
+                at(2)
+            )
+        );
+    }
+
+    #[test]
+    fn oversized_values_rejected() {
+        assert_eq!(
+            err("[c2s]\nauth_failure_delay_ms = 3_600_001"),
+            format!(
+                "`c2s.auth_failure_delay_ms` = 3600001 is invalid: must be at most 3600000{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nidle_timeout_secs = 31536001"),
+            format!(
+                "`c2s.idle_timeout_secs` = 31536001 is invalid: must be at most 31536000{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[c2s]\nmax_auth_failures = 4294967296"),
+            format!(
+                "`c2s.max_auth_failures` = 4294967296 is invalid: too large{}",
+                at(2)
+            )
+        );
+    }
+
+    #[test]
+    fn small_max_stanza_bytes_rejected() {
+        assert_eq!(
+            err("[limits]\nmax_stanza_bytes = 9999"),
+            format!(
+                "`limits.max_stanza_bytes` = 9999 is invalid: must be at least 10000 (RFC 6120 §13.12){}",
+                at(2)
+            )
+        );
+    }
+
+    #[test]
+    fn bad_domains_rejected() {
+        assert_eq!(
+            err("domains = []"),
+            format!("`domains` is empty: at least one domain is needed{}", at(1))
+        );
+        assert_eq!(
+            err("domains = ['bad domain']"),
+            format!(
+                "`domains` value \"bad domain\" is not a valid domain: a forbidden character{}",
+                at(1)
+            )
+        );
+        assert_eq!(
+            err("domains = ['user@example.org']"),
+            format!(
+                "`domains` value \"user@example.org\" is not a valid domain: a forbidden character{}",
+                at(1)
+            )
+        );
+        assert_eq!(
+            err("domains = ['']"),
+            format!(
+                "`domains` value \"\" is not a valid domain: an empty part{}",
+                at(1)
+            )
+        );
+        assert_eq!(
+            err("domains = ['example.org', 'EXAMPLE.org.']"),
+            format!("`domains` lists \"example.org\" twice{}", at(1))
+        );
+    }
+
+    #[test]
+    fn bad_log_level_rejected() {
+        assert_eq!(
+            err("log_level = 'verbose'"),
+            format!(
+                "`log_level` value \"verbose\" is invalid: expected one of error, warn, info, debug, trace{}",
+                at(1)
+            )
+        );
+    }
+
+    #[test]
+    fn empty_data_dir_rejected() {
+        assert_eq!(
+            err("data_dir = ''"),
+            format!("`data_dir` is empty{}", at(1))
+        );
+    }
+
+    #[test]
+    fn cert_entries_checked_against_domains() {
+        assert_eq!(
+            err(
+                "domains = ['a.example']\n[tls]\ncerts = [\n  { domain = 'b.example', cert = 'c', key = 'k' },\n]"
+            ),
+            format!(
+                "`tls.certs[0].domain` value \"b.example\" is not one of `domains`{}",
+                at(4)
+            )
+        );
+        assert_eq!(
+            err(
+                "[tls]\ncerts = [{ domain = 'localhost', cert = 'c', key = 'k' },\n  { domain = 'LocalHost', cert = 'c2', key = 'k2' }]"
+            ),
+            format!(
+                "`tls.certs[1].domain`: \"localhost\" has a second certificate entry{}",
+                at(3)
+            )
+        );
+        assert_eq!(
+            err("[tls]\ncerts = [{ domain = 'localhost', cert = 'c' }]"),
+            format!("`tls.certs[0]` needs `key`{}", at(2))
+        );
+        assert_eq!(
+            err("[[tls.certs]]\ncert = 'c'\nkey = 'k'"),
+            format!("`tls.certs[0]` needs `domain`{}", at(2))
+        );
+        assert_eq!(
+            err("[tls]\ncerts = [{ domain = 'localhost', cert = '', key = 'k' }]"),
+            format!("`tls.certs[0].cert` is empty{}", at(2))
+        );
+    }
+
+    #[test]
+    fn cert_entry_domain_normalised() {
+        let c = parse(
+            "domains = ['example.org']\n[[tls.certs]]\ndomain = 'Example.Org'\ncert = 'c'\nkey = 'k'",
+        );
+        assert_eq!(c.tls.certs[0].domain, "example.org");
+        assert!(c.hosts("example.org"));
+    }
+}
