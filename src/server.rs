@@ -607,13 +607,11 @@ impl Server {
             return;
         };
         match presence_type {
-            None => {
-                if !s.directed.contains(to) {
-                    if s.directed.len() >= MAX_DIRECTED_PRESENCE {
-                        s.directed.remove(0);
-                    }
-                    s.directed.push(to.clone());
+            None if !s.directed.contains(to) => {
+                if s.directed.len() >= MAX_DIRECTED_PRESENCE {
+                    s.directed.remove(0);
                 }
+                s.directed.push(to.clone());
             }
             Some("unavailable") => s.directed.retain(|d| d != to),
             _ => {}
