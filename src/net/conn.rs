@@ -19,7 +19,7 @@ use rustls::ServerConnection;
 
 use super::control_socket::LineReader;
 use super::outq::OutQueue;
-use crate::server::{ListenerKind, TlsInfo};
+use crate::server::TlsInfo;
 
 /// rustls's cap on plaintext written before the handshake ends and on its unsent records.
 pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
@@ -96,7 +96,7 @@ impl Source for Sock {
 
 /// What the connection is for.
 pub enum Role {
-    C2s(ListenerKind),
+    C2s,
     /// A control-socket client; its request line so far.
     Control(LineReader),
 }
@@ -148,7 +148,7 @@ impl Conn {
     }
 
     pub fn is_c2s(&self) -> bool {
-        matches!(self.role, Role::C2s(_))
+        matches!(self.role, Role::C2s)
     }
 
     /// The peer for log lines.

@@ -80,6 +80,11 @@ impl LineReader {
         Self::default()
     }
 
+    /// Nothing received yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub fn push(&mut self, bytes: &[u8]) -> LineStatus {
         let (part, complete) = match bytes.iter().position(|&b| b == b'\n') {
             Some(i) => (bytes.get(..i).unwrap_or_default(), true),
@@ -90,7 +95,11 @@ impl LineReader {
             return LineStatus::TooLong;
         }
         self.buf.extend_from_slice(part);
-        if complete { self.finish() } else { LineStatus::Incomplete }
+        if complete {
+            self.finish()
+        } else {
+            LineStatus::Incomplete
+        }
     }
 
     /// The peer closed its side: what was sent so far is the request.
@@ -174,7 +183,10 @@ mod tests {
         let path = dir.join("control.sock");
         let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let err = bind(&path, &dir).unwrap_err();
-        assert!(err.to_string().contains("another hearth is running"), "{err}");
+        assert!(
+            err.to_string().contains("another hearth is running"),
+            "{err}"
+        );
         assert!(err.to_string().contains(&dir.display().to_string()));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -31,7 +31,8 @@ impl OutQueue {
         self.len() == 0
     }
 
-    /// Bytes of heap memory held (for tests and accounting).
+    /// Bytes of heap memory held.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }

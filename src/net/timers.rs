@@ -38,12 +38,9 @@ impl<K: Ord> DeadlineHeap<K> {
         self.heap.pop().map(|Reverse((_, key))| key)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 }
 
