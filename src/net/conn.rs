@@ -4,10 +4,11 @@
 //! Owns: the socket, the output queue, the rustls session, and whether the core still knows
 //! the connection. Leaves protocol state to the core and scheduling to `net::Driver`.
 //!
-//! Invariant kept by `drain_tls`: after any call that may produce TLS records, rustls holds no
-//! unsent records (`wants_write()` is false); they are on the wire or in `out`. So `out.len()`
-//! is the whole backlog the slow-reader bound is checked against. rustls may additionally hold
-//! plaintext written before the handshake finished, capped by `TLS_BUFFER_LIMIT`.
+//! Invariant kept by `drain_tls`: after sending or feeding input, rustls holds no unsent
+//! records (`wants_write()` is false); they are on the wire or in `out`. So `out.len()` is the
+//! whole backlog the slow-reader bound is checked against. rustls may additionally hold
+//! plaintext written before the handshake finished, capped by `TLS_BUFFER_LIMIT`, and, on a
+//! closing connection whose queue is not yet flushed, its close_notify.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -473,6 +474,13 @@ mod tests {
         drain_tls(&mut s, &mut out, &mut sock).unwrap();
         // 0x15 = alert record.
         assert_eq!(sock.written.first(), Some(&0x15));
+    }
+
+    #[test]
+    fn idle_conn_small_struct() {
+        // Memory budget: an idle connection is this struct plus the kernel's socket buffers.
+        let size = std::mem::size_of::<Option<Conn>>();
+        assert!(size <= 192, "Conn grew to {size} bytes");
     }
 
     #[test]
