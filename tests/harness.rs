@@ -103,3 +103,59 @@ fn scram_sha_256_matches_rfc7677_vector() {
     );
     assert_eq!(sig, "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
 }
+
+/// Checks the raw client itself against any running XMPP server with two accounts, e.g. a
+/// reference server: `XMPP_EXTERNAL=starttls_port,direct_tls_port,user,password,user2,password2
+/// cargo test --test harness -- --ignored`. Uses only behaviour every server shares.
+#[test]
+#[ignore]
+fn client_against_external_server() {
+    let Ok(spec) = std::env::var("XMPP_EXTERNAL") else {
+        return;
+    };
+    let f: Vec<&str> = spec.split(',').collect();
+    let (port, tls_port): (u16, u16) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+    let (u1, p1, u2, p2) = (f[2], f[3], f[4], f[5]);
+
+    let login = |user: &str, pw: &str, res: &str| {
+        let mut c = Client::connect(port, "localhost");
+        let pre = c.open_stream();
+        assert!(has_child(&pre, "starttls"), "{pre}");
+        c.starttls();
+        let post = c.open_stream();
+        assert!(mechanisms(&post).contains(&"PLAIN".to_owned()), "{post}");
+        c.auth_plain(user, pw).expect("PLAIN");
+        c.open_stream();
+        c.bind(res);
+        c.send("<presence/>");
+        c
+    };
+    let mut a = login(u1, p1, "h1");
+    let mut b = login(u2, p2, "h2");
+    assert_still_serving(&mut a, &mut b, "harness check");
+    a.ping_server();
+
+    let mut s = Client::connect(port, "localhost");
+    s.open_stream();
+    s.starttls();
+    s.open_stream();
+    common::scram::auth_scram(&mut s, "SCRAM-SHA-1", u1, p1, common::scram::Binding::None)
+        .expect("SCRAM-SHA-1");
+
+    let (mut d, _alpn) = Client::connect_direct_tls(tls_port, "localhost");
+    d.open_stream();
+    d.auth_plain(u1, p1).expect("PLAIN over direct TLS");
+
+    let mut bad = Client::connect(port, "localhost");
+    bad.open_stream();
+    bad.send("<<<not xml>>>");
+    bad.expect_stream_error("not-well-formed", WAIT);
+
+    let mut bad = Client::connect(port, "example.org");
+    bad.send(&stream_header("example.org"));
+    bad.expect_stream_error("host-unknown", WAIT);
+
+    let mut same = login(u1, p1, "h1");
+    a.expect_stream_error("conflict", WAIT);
+    same.ping_server();
+}
