@@ -560,7 +560,11 @@ impl Client {
                 break;
             }
             sent += piece.len();
-            if self.fill(Duration::from_millis(2)) != Fill::Timeout {
+            // Stop at the end of the stream, not at any input: a presence echo from the
+            // login may still be arriving.
+            if self.fill(Duration::from_millis(2)) == Fill::Eof
+                || self.transcript.contains("</stream:error>")
+            {
                 break;
             }
         }
