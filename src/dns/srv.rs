@@ -1,0 +1,1 @@
+//! XMPP server lookups (placeholder while building).
