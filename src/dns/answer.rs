@@ -36,7 +36,12 @@ pub enum Outcome {
 
 /// Reads `response` (already matched to the question `qname`/`rtype`). `links_so_far` counts
 /// CNAME links followed by earlier queries of the same lookup.
-pub fn interpret(response: &Response, qname: &str, rtype: RecordType, links_so_far: usize) -> Outcome {
+pub fn interpret(
+    response: &Response,
+    qname: &str,
+    rtype: RecordType,
+    links_so_far: usize,
+) -> Outcome {
     match response.rcode {
         Rcode::NoError | Rcode::NameError => {}
         Rcode::ServerFailure | Rcode::Refused | Rcode::Other => return Outcome::ServerFailure,
@@ -72,10 +77,7 @@ pub fn interpret(response: &Response, qname: &str, rtype: RecordType, links_so_f
         .collect();
     if !records.is_empty() {
         let ttl = records.iter().fold(ttl, |t, r| t.min(r.ttl));
-        let records = records
-            .into_iter()
-            .map(|r| Record { ttl, ..r })
-            .collect();
+        let records = records.into_iter().map(|r| Record { ttl, ..r }).collect();
         return Outcome::Records { records, ttl };
     }
     if response.rcode == Rcode::NameError {
@@ -155,18 +157,29 @@ mod tests {
             vec![cname("a.org", "b.org", 1), cname("b.org", "a.org", 1)],
             None,
         );
-        assert_eq!(interpret(&r, "a.org", RecordType::A, 0), Outcome::ChainTooLong);
+        assert_eq!(
+            interpret(&r, "a.org", RecordType::A, 0),
+            Outcome::ChainTooLong
+        );
     }
 
     #[test]
     fn chain_of_eight_is_allowed_and_nine_is_not() {
         let names: Vec<String> = (0..=9).map(|i| format!("n{i}.org")).collect();
-        let mut answers: Vec<Record> = (0..8).map(|i| cname(&names[i], &names[i + 1], 60)).collect();
+        let mut answers: Vec<Record> = (0..8)
+            .map(|i| cname(&names[i], &names[i + 1], 60))
+            .collect();
         answers.push(a(&names[8], [192, 0, 2, 1], 60));
         let ok = response(Rcode::NoError, answers.clone(), None);
-        assert!(matches!(interpret(&ok, "n0.org", RecordType::A, 0), Outcome::Records { .. }));
+        assert!(matches!(
+            interpret(&ok, "n0.org", RecordType::A, 0),
+            Outcome::Records { .. }
+        ));
         // The same answer after one link followed in an earlier query is one too many.
-        assert_eq!(interpret(&ok, "n0.org", RecordType::A, 1), Outcome::ChainTooLong);
+        assert_eq!(
+            interpret(&ok, "n0.org", RecordType::A, 1),
+            Outcome::ChainTooLong
+        );
     }
 
     #[test]
@@ -190,12 +203,21 @@ mod tests {
     #[test]
     fn rcodes_map_to_outcomes() {
         let nx = response(Rcode::NameError, vec![], Some(42));
-        assert_eq!(interpret(&nx, "a.org", RecordType::A, 0), Outcome::NxDomain { ttl: Some(42) });
+        assert_eq!(
+            interpret(&nx, "a.org", RecordType::A, 0),
+            Outcome::NxDomain { ttl: Some(42) }
+        );
         let empty = response(Rcode::NoError, vec![], None);
-        assert_eq!(interpret(&empty, "a.org", RecordType::A, 0), Outcome::NoData { ttl: None });
+        assert_eq!(
+            interpret(&empty, "a.org", RecordType::A, 0),
+            Outcome::NoData { ttl: None }
+        );
         for rc in [Rcode::ServerFailure, Rcode::Refused, Rcode::Other] {
             let r = response(rc, vec![a("a.org", [192, 0, 2, 1], 5)], None);
-            assert_eq!(interpret(&r, "a.org", RecordType::A, 0), Outcome::ServerFailure);
+            assert_eq!(
+                interpret(&r, "a.org", RecordType::A, 0),
+                Outcome::ServerFailure
+            );
         }
     }
 

@@ -219,7 +219,10 @@ mod tests {
         let hit = c.get(t0 + Duration::from_secs(40), "a.org", RecordType::A);
         assert_eq!(hit, Some(Ok(vec![a("a.org", 60)])));
         assert_eq!(c.get(t0, "a.org", RecordType::Aaaa), None);
-        assert_eq!(c.get(t0 + Duration::from_secs(100), "a.org", RecordType::A), None);
+        assert_eq!(
+            c.get(t0 + Duration::from_secs(100), "a.org", RecordType::A),
+            None
+        );
         assert!(c.is_empty(), "expired entry is dropped on lookup");
     }
 
@@ -228,11 +231,26 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cache::new(8);
         c.insert_records(t0, "zero.org", RecordType::A, vec![a("zero.org", 0)], 0);
-        assert!(c.get(t0 + Duration::from_secs(4), "zero.org", RecordType::A).is_some());
-        assert!(c.get(t0 + Duration::from_secs(5), "zero.org", RecordType::A).is_none());
-        c.insert_records(t0, "long.org", RecordType::A, vec![a("long.org", 1)], u32::MAX);
+        assert!(
+            c.get(t0 + Duration::from_secs(4), "zero.org", RecordType::A)
+                .is_some()
+        );
+        assert!(
+            c.get(t0 + Duration::from_secs(5), "zero.org", RecordType::A)
+                .is_none()
+        );
+        c.insert_records(
+            t0,
+            "long.org",
+            RecordType::A,
+            vec![a("long.org", 1)],
+            u32::MAX,
+        );
         let day = Duration::from_secs(u64::from(MAX_TTL));
-        assert!(c.get(t0 + day - Duration::from_secs(1), "long.org", RecordType::A).is_some());
+        assert!(
+            c.get(t0 + day - Duration::from_secs(1), "long.org", RecordType::A)
+                .is_some()
+        );
         assert!(c.get(t0 + day, "long.org", RecordType::A).is_none());
     }
 
@@ -243,9 +261,15 @@ mod tests {
         c.insert_negative(t0, "nx.org", RecordType::A, true, Some(30));
         c.insert_negative(t0, "nodata.org", RecordType::Srv, false, None);
         let at = |s| t0 + Duration::from_secs(s);
-        assert_eq!(c.get(at(29), "nx.org", RecordType::A), Some(Err(DnsError::NxDomain)));
+        assert_eq!(
+            c.get(at(29), "nx.org", RecordType::A),
+            Some(Err(DnsError::NxDomain))
+        );
         assert_eq!(c.get(at(30), "nx.org", RecordType::A), None);
-        assert_eq!(c.get(at(59), "nodata.org", RecordType::Srv), Some(Ok(vec![])));
+        assert_eq!(
+            c.get(at(59), "nodata.org", RecordType::Srv),
+            Some(Ok(vec![]))
+        );
         assert_eq!(c.get(at(60), "nodata.org", RecordType::Srv), None);
         c.insert_negative(t0, "capped.org", RecordType::A, true, Some(u32::MAX));
         let cap = u64::from(MAX_NEGATIVE_TTL);
@@ -257,7 +281,13 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cache::new(2);
         c.insert_records(t0, "short.org", RecordType::A, vec![a("short.org", 10)], 10);
-        c.insert_records(t0, "long.org", RecordType::A, vec![a("long.org", 1000)], 1000);
+        c.insert_records(
+            t0,
+            "long.org",
+            RecordType::A,
+            vec![a("long.org", 1000)],
+            1000,
+        );
         c.insert_records(t0, "new.org", RecordType::A, vec![a("new.org", 500)], 500);
         assert_eq!(c.len(), 2);
         assert!(c.get(t0, "short.org", RecordType::A).is_none());

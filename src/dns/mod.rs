@@ -26,7 +26,7 @@ pub mod wire;
 
 pub use resolv_conf::ResolvConf;
 pub use resolver::{QueryId, Resolver, ResolverConfig, ResolverEvent, TcpId, Transmit};
-
+pub use srv::{AddressResolution, Candidate, SrvResolution};
 pub use wire::{Record, RecordData, RecordType, Srv};
 
 use std::fmt;

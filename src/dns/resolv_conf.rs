@@ -185,7 +185,10 @@ mod tests {
 
     #[test]
     fn configured_nameserver_forms() {
-        assert_eq!(parse_nameserver("127.0.0.1:5353"), Some(sa("127.0.0.1:5353")));
+        assert_eq!(
+            parse_nameserver("127.0.0.1:5353"),
+            Some(sa("127.0.0.1:5353"))
+        );
         assert_eq!(parse_nameserver("127.0.0.1"), Some(sa("127.0.0.1:53")));
         assert_eq!(parse_nameserver("[::1]:5353"), Some(sa("[::1]:5353")));
         assert_eq!(parse_nameserver("::1"), Some(sa("[::1]:53")));

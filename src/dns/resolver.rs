@@ -292,7 +292,11 @@ impl Resolver {
             return;
         };
         // Cheap check first: parse only what some flight expects from this server.
-        if !self.flights.iter().any(|f| self.expects_udp(f, from, msg_id)) {
+        if !self
+            .flights
+            .iter()
+            .any(|f| self.expects_udp(f, from, msg_id))
+        {
             debug!("dns: unexpected datagram from {from} (id {msg_id})");
             return;
         }
@@ -412,9 +416,10 @@ impl Resolver {
             let mut b = [0u8; 2];
             (self.random)(&mut b);
             id = u16::from_be_bytes(b);
-            let in_use = self.flights.iter().any(|f| {
-                f.current.msg_id == id || f.earlier.iter().any(|&(_, e)| e == id)
-            });
+            let in_use = self
+                .flights
+                .iter()
+                .any(|f| f.current.msg_id == id || f.earlier.iter().any(|&(_, e)| e == id));
             if !in_use {
                 break;
             }

@@ -1,12 +1,13 @@
 //! Test helpers: a seeded random source and a fake nameserver's replies built with simple-dns
 //! (compressed, so every test also exercises compression pointers).
 
+use crate::dns::resolver::RandomFill;
 use simple_dns::rdata::{self, RData};
 use simple_dns::{CLASS, Name, Packet, PacketFlag, RCODE, ResourceRecord};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Deterministic bytes (xorshift64*), the same stream for the same seed.
-pub(crate) fn seeded_random(seed: u64) -> Box<dyn FnMut(&mut [u8])> {
+pub(crate) fn seeded_random(seed: u64) -> RandomFill {
     let mut state = seed.max(1);
     Box::new(move |buf: &mut [u8]| {
         for b in buf {
@@ -68,7 +69,12 @@ fn to_rr<'a>(rr: &Rr<'a>) -> ResourceRecord<'a> {
 }
 
 /// The reply a nameserver would send to `query` (its ID and question echoed).
-pub(crate) fn reply(query: &[u8], rcode: RCODE, answers: &[Rr<'_>], authority: &[Rr<'_>]) -> Vec<u8> {
+pub(crate) fn reply(
+    query: &[u8],
+    rcode: RCODE,
+    answers: &[Rr<'_>],
+    authority: &[Rr<'_>],
+) -> Vec<u8> {
     reply_with(query, rcode, false, answers, authority)
 }
 
@@ -96,5 +102,8 @@ pub(crate) fn reply_with(
 pub(crate) fn question_of(query: &[u8]) -> (String, u16) {
     let q = Packet::parse(query).unwrap();
     let question = &q.questions[0];
-    (question.qname.to_string().to_ascii_lowercase(), question.qtype.into())
+    (
+        question.qname.to_string().to_ascii_lowercase(),
+        question.qtype.into(),
+    )
 }

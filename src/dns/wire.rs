@@ -192,10 +192,7 @@ pub fn normalize_name(name: &str) -> Result<String, DnsError> {
         return Err(DnsError::InvalidName);
     }
     for label in name.split('.') {
-        if label.is_empty()
-            || label.len() > MAX_LABEL_LEN
-            || !label.bytes().all(label_byte_ok)
-        {
+        if label.is_empty() || label.len() > MAX_LABEL_LEN || !label.bytes().all(label_byte_ok) {
             return Err(DnsError::InvalidName);
         }
     }
@@ -384,7 +381,8 @@ impl TcpDeframer {
         let len = usize::from(header_u16(&self.buf, 0)?);
         let want = (2 + len).saturating_sub(self.buf.len());
         let take = rest.len().min(want);
-        self.buf.extend_from_slice(rest.get(..take).unwrap_or_default());
+        self.buf
+            .extend_from_slice(rest.get(..take).unwrap_or_default());
         if self.buf.len() == 2 + len {
             let message = self.buf.split_off(2);
             self.buf.clear();
@@ -518,14 +516,26 @@ mod tests {
         assert_eq!(&q[..4], &[0xbe, 0xef, 0x01, 0x00]);
         let p = Packet::parse(&q).unwrap();
         assert_eq!(p.questions.len(), 1);
-        assert_eq!(name_to_string(&p.questions[0].qname).unwrap(), "example.org");
+        assert_eq!(
+            name_to_string(&p.questions[0].qname).unwrap(),
+            "example.org"
+        );
         assert_eq!(u16::from(p.questions[0].qtype), 28);
     }
 
     #[test]
     fn names_are_validated() {
         assert_eq!(normalize_name("A.b-c._tcp."), Ok("a.b-c._tcp".into()));
-        for bad in ["", ".", "a..b", "a b", "é.org", "a\\.b", &"a".repeat(64), &"a.".repeat(128)] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a b",
+            "é.org",
+            "a\\.b",
+            &"a".repeat(64),
+            &"a.".repeat(128),
+        ] {
             assert_eq!(normalize_name(bad), Err(DnsError::InvalidName), "{bad:?}");
         }
     }
@@ -561,6 +571,37 @@ mod tests {
         framed.extend_from_slice(&[0, 1, 9]);
         let mut d = TcpDeframer::new();
         assert_eq!(d.push(&framed), Some(b"abc".to_vec()));
+    }
+
+    #[test]
+    fn mutated_and_random_packets_never_panic() {
+        let mut rng = crate::dns::testutil::seeded_random(99);
+        let mut byte = || {
+            let mut b = [0u8; 1];
+            rng(&mut b);
+            b[0]
+        };
+        // Single-byte corruptions of a real response, at every offset.
+        for at in 0..RECORDED_SRV.len() {
+            for value in [0x00, 0x01, 0x3f, 0x40, 0xc0, 0xff, byte()] {
+                let mut p = RECORDED_SRV.to_vec();
+                p[at] = value;
+                let _ = parse_response(&p);
+            }
+        }
+        // Random garbage behind a plausible response header.
+        for _ in 0..2000 {
+            let len = usize::from(byte()) + 12;
+            let mut p: Vec<u8> = (0..len).map(|_| byte()).collect();
+            p[2] = 0x81;
+            p[3] = 0x80;
+            p[4] = 0;
+            p[5] = 1;
+            p[6] = 0;
+            p[7] %= 4;
+            p[8..12].fill(0);
+            let _ = parse_response(&p);
+        }
     }
 
     #[test]

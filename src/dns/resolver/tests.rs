@@ -69,17 +69,29 @@ fn waiting_answer_reports_records_then_cache_answers_until_expiry() {
     let t0 = Instant::now();
     let id = r.lookup(t0, "example.org", RecordType::A).unwrap();
     let (_, q) = udp(&mut r);
-    let resp = reply(&q, RCODE::NoError, &[Rr::A("example.org", 300, [192, 0, 2, 10])], &[]);
+    let resp = reply(
+        &q,
+        RCODE::NoError,
+        &[Rr::A("example.org", 300, [192, 0, 2, 10])],
+        &[],
+    );
     r.handle_udp(t0, sa(S1), &resp);
-    assert_eq!(answers(&mut r), vec![(id, Ok(vec![a("example.org", 300, [192, 0, 2, 10])]))]);
+    assert_eq!(
+        answers(&mut r),
+        vec![(id, Ok(vec![a("example.org", 300, [192, 0, 2, 10])]))]
+    );
     assert_eq!(r.poll_timeout(), None);
 
     let t1 = t0 + SECS(100);
     let id2 = r.lookup(t1, "EXAMPLE.org", RecordType::A).unwrap();
     assert_eq!(r.poll_transmit(), None, "answered from the cache");
-    assert_eq!(answers(&mut r), vec![(id2, Ok(vec![a("example.org", 200, [192, 0, 2, 10])]))]);
+    assert_eq!(
+        answers(&mut r),
+        vec![(id2, Ok(vec![a("example.org", 200, [192, 0, 2, 10])]))]
+    );
 
-    r.lookup(t0 + SECS(300), "example.org", RecordType::A).unwrap();
+    r.lookup(t0 + SECS(300), "example.org", RecordType::A)
+        .unwrap();
     udp(&mut r);
     assert!(answers(&mut r).is_empty(), "expired: asked again");
 }
@@ -90,14 +102,22 @@ fn waiting_nxdomain_reports_error_and_caches_for_soa_minimum() {
     let t0 = Instant::now();
     let id = r.lookup(t0, "nope.example.org", RecordType::Srv).unwrap();
     let (_, q) = udp(&mut r);
-    let resp = reply(&q, RCODE::NameError, &[], &[Rr::Soa("example.org", 3600, 120)]);
+    let resp = reply(
+        &q,
+        RCODE::NameError,
+        &[],
+        &[Rr::Soa("example.org", 3600, 120)],
+    );
     r.handle_udp(t0, sa(S1), &resp);
     assert_eq!(answers(&mut r), vec![(id, Err(DnsError::NxDomain))]);
 
-    let id2 = r.lookup(t0 + SECS(119), "nope.example.org", RecordType::Srv).unwrap();
+    let id2 = r
+        .lookup(t0 + SECS(119), "nope.example.org", RecordType::Srv)
+        .unwrap();
     assert_eq!(r.poll_transmit(), None);
     assert_eq!(answers(&mut r), vec![(id2, Err(DnsError::NxDomain))]);
-    r.lookup(t0 + SECS(120), "nope.example.org", RecordType::Srv).unwrap();
+    r.lookup(t0 + SECS(120), "nope.example.org", RecordType::Srv)
+        .unwrap();
     udp(&mut r);
 }
 
@@ -105,14 +125,18 @@ fn waiting_nxdomain_reports_error_and_caches_for_soa_minimum() {
 fn waiting_nodata_without_soa_reports_empty_and_caches_60s() {
     let mut r = resolver(&[S1]);
     let t0 = Instant::now();
-    let id = r.lookup(t0, "v4only.example.org", RecordType::Aaaa).unwrap();
+    let id = r
+        .lookup(t0, "v4only.example.org", RecordType::Aaaa)
+        .unwrap();
     let (_, q) = udp(&mut r);
     r.handle_udp(t0, sa(S1), &reply(&q, RCODE::NoError, &[], &[]));
     assert_eq!(answers(&mut r), vec![(id, Ok(vec![]))]);
-    r.lookup(t0 + SECS(59), "v4only.example.org", RecordType::Aaaa).unwrap();
+    r.lookup(t0 + SECS(59), "v4only.example.org", RecordType::Aaaa)
+        .unwrap();
     assert_eq!(r.poll_transmit(), None);
     answers(&mut r);
-    r.lookup(t0 + SECS(60), "v4only.example.org", RecordType::Aaaa).unwrap();
+    r.lookup(t0 + SECS(60), "v4only.example.org", RecordType::Aaaa)
+        .unwrap();
     udp(&mut r);
 }
 
@@ -122,22 +146,35 @@ fn waiting_mismatched_id_question_or_source_is_ignored() {
     let now = Instant::now();
     let id = r.lookup(now, "example.org", RecordType::A).unwrap();
     let (_, q) = udp(&mut r);
-    let good = reply(&q, RCODE::NoError, &[Rr::A("example.org", 60, [192, 0, 2, 1])], &[]);
+    let good = reply(
+        &q,
+        RCODE::NoError,
+        &[Rr::A("example.org", 60, [192, 0, 2, 1])],
+        &[],
+    );
 
     let mut wrong_id = good.clone();
     wrong_id[1] ^= 0xff;
     r.handle_udp(now, sa(S1), &wrong_id);
 
-    let other_name = wire::build_query(u16::from_be_bytes([q[0], q[1]]), "evil.org", RecordType::A)
-        .unwrap();
+    let other_name =
+        wire::build_query(u16::from_be_bytes([q[0], q[1]]), "evil.org", RecordType::A).unwrap();
     r.handle_udp(
         now,
         sa(S1),
-        &reply(&other_name, RCODE::NoError, &[Rr::A("evil.org", 60, [6, 6, 6, 6])], &[]),
+        &reply(
+            &other_name,
+            RCODE::NoError,
+            &[Rr::A("evil.org", 60, [6, 6, 6, 6])],
+            &[],
+        ),
     );
-    let other_type =
-        wire::build_query(u16::from_be_bytes([q[0], q[1]]), "example.org", RecordType::Aaaa)
-            .unwrap();
+    let other_type = wire::build_query(
+        u16::from_be_bytes([q[0], q[1]]),
+        "example.org",
+        RecordType::Aaaa,
+    )
+    .unwrap();
     r.handle_udp(now, sa(S1), &reply(&other_type, RCODE::NoError, &[], &[]));
 
     r.handle_udp(now, sa(S2), &good);
@@ -145,7 +182,10 @@ fn waiting_mismatched_id_question_or_source_is_ignored() {
     assert!(answers(&mut r).is_empty());
 
     r.handle_udp(now, sa(S1), &good);
-    assert_eq!(answers(&mut r), vec![(id, Ok(vec![a("example.org", 60, [192, 0, 2, 1])]))]);
+    assert_eq!(
+        answers(&mut r),
+        vec![(id, Ok(vec![a("example.org", 60, [192, 0, 2, 1])]))]
+    );
 }
 
 #[test]
@@ -162,7 +202,11 @@ fn waiting_timeouts_rotate_through_servers_then_fail_with_timeout() {
         sent.push(udp(&mut r).0);
         assert!(answers(&mut r).is_empty());
     }
-    assert_eq!(sent, vec![sa(S1), sa(S2), sa(S1), sa(S2)], "attempts 2 × servers 2");
+    assert_eq!(
+        sent,
+        vec![sa(S1), sa(S2), sa(S1), sa(S2)],
+        "attempts 2 × servers 2"
+    );
     let now = r.poll_timeout().unwrap();
     assert_eq!(now, t0 + SECS(20));
     r.handle_timeout(now);
@@ -199,9 +243,17 @@ fn waiting_late_answer_from_earlier_server_is_accepted() {
     r.handle_timeout(t0 + SECS(5));
     let (to2, _) = udp(&mut r);
     assert_eq!(to2, sa(S2));
-    let late = reply(&q1, RCODE::NoError, &[Rr::A("example.org", 60, [192, 0, 2, 7])], &[]);
+    let late = reply(
+        &q1,
+        RCODE::NoError,
+        &[Rr::A("example.org", 60, [192, 0, 2, 7])],
+        &[],
+    );
     r.handle_udp(t0 + SECS(6), sa(S1), &late);
-    assert_eq!(answers(&mut r), vec![(id, Ok(vec![a("example.org", 60, [192, 0, 2, 7])]))]);
+    assert_eq!(
+        answers(&mut r),
+        vec![(id, Ok(vec![a("example.org", 60, [192, 0, 2, 7])]))]
+    );
 }
 
 #[test]
@@ -227,7 +279,14 @@ fn waiting_truncated_answer_retries_same_server_over_tcp() {
     let full = reply(
         tcp_query,
         RCODE::NoError,
-        &[Rr::Srv("big.example.org", 60, 0, 0, 5269, "xmpp.example.org")],
+        &[Rr::Srv(
+            "big.example.org",
+            60,
+            0,
+            0,
+            5269,
+            "xmpp.example.org",
+        )],
         &[],
     );
     let mut deframer = wire::TcpDeframer::new();
@@ -264,15 +323,26 @@ fn tcp_timeout_error_or_bad_reply_moves_to_next_server_over_tcp() {
     assert_eq!(to, sa(S1));
     r.handle_tcp_response(t0 + SECS(6), tcp3, b"\x00\x01garbage");
     assert_eq!(r.poll_transmit(), Some(Transmit::TcpClose { id: tcp3 }));
-    let Some(Transmit::TcpQuery { id: tcp4, bytes, .. }) = r.poll_transmit() else {
+    let Some(Transmit::TcpQuery {
+        id: tcp4, bytes, ..
+    }) = r.poll_transmit()
+    else {
         panic!()
     };
     // A late reply on a closed exchange is ignored.
     r.handle_tcp_response(t0 + SECS(6), tcp1, b"late");
     let (query, _) = wire::deframe_tcp(&bytes).unwrap();
-    let answer = reply(query, RCODE::NoError, &[Rr::A("big.example.org", 60, [192, 0, 2, 5])], &[]);
+    let answer = reply(
+        query,
+        RCODE::NoError,
+        &[Rr::A("big.example.org", 60, [192, 0, 2, 5])],
+        &[],
+    );
     r.handle_tcp_response(t0 + SECS(6), tcp4, &answer);
-    assert_eq!(answers(&mut r), vec![(id, Ok(vec![a("big.example.org", 60, [192, 0, 2, 5])]))]);
+    assert_eq!(
+        answers(&mut r),
+        vec![(id, Ok(vec![a("big.example.org", 60, [192, 0, 2, 5])]))]
+    );
 }
 
 #[test]
@@ -286,9 +356,21 @@ fn waiting_identical_lookups_share_one_query() {
     let (_, q) = udp(&mut r);
     let (_, q3) = udp(&mut r);
     assert_eq!(r.poll_transmit(), None, "one query per distinct question");
-    r.handle_udp(now, sa(S1), &reply(&q, RCODE::NoError, &[Rr::A("example.org", 60, [192, 0, 2, 1])], &[]));
+    r.handle_udp(
+        now,
+        sa(S1),
+        &reply(
+            &q,
+            RCODE::NoError,
+            &[Rr::A("example.org", 60, [192, 0, 2, 1])],
+            &[],
+        ),
+    );
     let rec = vec![a("example.org", 60, [192, 0, 2, 1])];
-    assert_eq!(answers(&mut r), vec![(id1, Ok(rec.clone())), (id2, Ok(rec))]);
+    assert_eq!(
+        answers(&mut r),
+        vec![(id1, Ok(rec.clone())), (id2, Ok(rec))]
+    );
     r.handle_udp(now, sa(S1), &reply(&q3, RCODE::NoError, &[], &[]));
     assert_eq!(answers(&mut r), vec![(id3, Ok(vec![]))]);
 }
@@ -298,23 +380,33 @@ fn full_lookup_fails_with_too_many_lookups() {
     let mut r = resolver(&[S1]);
     let now = Instant::now();
     for i in 0..8 {
-        r.lookup(now, &format!("h{i}.example.org"), RecordType::A).unwrap();
+        r.lookup(now, &format!("h{i}.example.org"), RecordType::A)
+            .unwrap();
     }
     assert_eq!(
         r.lookup(now, "one-more.example.org", RecordType::A),
         Err(DnsError::TooManyLookups)
     );
     // Unpolled answers count too: an IP literal answered at once is still pending.
-    assert_eq!(r.lookup(now, "192.0.2.1", RecordType::A), Err(DnsError::TooManyLookups));
+    assert_eq!(
+        r.lookup(now, "192.0.2.1", RecordType::A),
+        Err(DnsError::TooManyLookups)
+    );
 }
 
 #[test]
 fn idle_bad_input_fails_at_once() {
     let mut r = resolver(&[S1]);
     let now = Instant::now();
-    assert_eq!(r.lookup(now, "bad name.org", RecordType::A), Err(DnsError::InvalidName));
+    assert_eq!(
+        r.lookup(now, "bad name.org", RecordType::A),
+        Err(DnsError::InvalidName)
+    );
     let mut none = Resolver::new(config(&[]), seeded_random(1));
-    assert_eq!(none.lookup(now, "example.org", RecordType::A), Err(DnsError::NoNameservers));
+    assert_eq!(
+        none.lookup(now, "example.org", RecordType::A),
+        Err(DnsError::NoNameservers)
+    );
 }
 
 #[test]
@@ -329,34 +421,51 @@ fn idle_ip_literal_is_answered_as_itself() {
     assert_eq!(got[0], (v4, Ok(vec![a("192.0.2.44", 0, [192, 0, 2, 44])])));
     assert_eq!(got[1], (v4_aaaa, Ok(vec![])));
     assert_eq!(got[2].0, v6);
-    assert!(matches!(&got[2].1, Ok(v) if v[0].data == RecordData::Aaaa("2001:db8::1".parse().unwrap())));
+    assert!(
+        matches!(&got[2].1, Ok(v) if v[0].data == RecordData::Aaaa("2001:db8::1".parse().unwrap()))
+    );
 }
 
 #[test]
 fn waiting_dangling_cname_asks_for_the_target() {
     let mut r = resolver(&[S1]);
     let now = Instant::now();
-    let id = r.lookup(now, "alias.example.org", RecordType::Aaaa).unwrap();
+    let id = r
+        .lookup(now, "alias.example.org", RecordType::Aaaa)
+        .unwrap();
     let (_, q) = udp(&mut r);
     r.handle_udp(
         now,
         sa(S1),
-        &reply(&q, RCODE::NoError, &[Rr::Cname("alias.example.org", 40, "real.example.net")], &[]),
+        &reply(
+            &q,
+            RCODE::NoError,
+            &[Rr::Cname("alias.example.org", 40, "real.example.net")],
+            &[],
+        ),
     );
     let (_, q2) = udp(&mut r);
     assert_eq!(question_of(&q2), ("real.example.net".into(), 28));
     r.handle_udp(
         now,
         sa(S1),
-        &reply(&q2, RCODE::NoError, &[Rr::Aaaa("real.example.net", 300, "2001:db8::9")], &[]),
+        &reply(
+            &q2,
+            RCODE::NoError,
+            &[Rr::Aaaa("real.example.net", 300, "2001:db8::9")],
+            &[],
+        ),
     );
     let got = answers(&mut r);
-    let Ok(records) = &got[0].1 else { panic!("{got:?}") };
+    let Ok(records) = &got[0].1 else {
+        panic!("{got:?}")
+    };
     assert_eq!(got[0].0, id);
     assert_eq!(records[0].ttl, 40, "the chain's smallest TTL");
     assert_eq!(records[0].name, "real.example.net");
     // Cached under the name asked.
-    r.lookup(now, "alias.example.org", RecordType::Aaaa).unwrap();
+    r.lookup(now, "alias.example.org", RecordType::Aaaa)
+        .unwrap();
     assert_eq!(r.poll_transmit(), None);
 }
 
@@ -373,11 +482,19 @@ fn waiting_cname_loop_across_queries_ends_in_error() {
         r.handle_udp(
             now,
             sa(S1),
-            &reply(&q, RCODE::NoError, &[Rr::Cname(&names[i], 60, &names[i + 1])], &[]),
+            &reply(
+                &q,
+                RCODE::NoError,
+                &[Rr::Cname(&names[i], 60, &names[i + 1])],
+                &[],
+            ),
         );
     }
     assert_eq!(r.poll_transmit(), None);
-    assert_eq!(answers(&mut r), vec![(id, Err(DnsError::CnameChainTooLong))]);
+    assert_eq!(
+        answers(&mut r),
+        vec![(id, Err(DnsError::CnameChainTooLong))]
+    );
 }
 
 #[test]
@@ -388,7 +505,8 @@ fn idle_rotate_starts_each_query_at_the_next_server() {
     let now = Instant::now();
     let mut firsts = Vec::new();
     for i in 0..4 {
-        r.lookup(now, &format!("h{i}.example.org"), RecordType::A).unwrap();
+        r.lookup(now, &format!("h{i}.example.org"), RecordType::A)
+            .unwrap();
         firsts.push(udp(&mut r).0);
     }
     assert_eq!(firsts, vec![sa(S1), sa(S2), sa(S3), sa(S1)]);
@@ -398,14 +516,30 @@ fn idle_rotate_starts_each_query_at_the_next_server() {
 fn waiting_every_truncated_reply_is_ignored_without_panic() {
     let mut r = resolver(&[S1]);
     let now = Instant::now();
-    let id = r.lookup(now, "_xmpp-server._tcp.example.org", RecordType::Srv).unwrap();
+    let id = r
+        .lookup(now, "_xmpp-server._tcp.example.org", RecordType::Srv)
+        .unwrap();
     let (_, q) = udp(&mut r);
     let full = reply(
         &q,
         RCODE::NoError,
         &[
-            Rr::Srv("_xmpp-server._tcp.example.org", 60, 0, 5, 5269, "a.example.org"),
-            Rr::Srv("_xmpp-server._tcp.example.org", 60, 1, 5, 5269, "b.example.org"),
+            Rr::Srv(
+                "_xmpp-server._tcp.example.org",
+                60,
+                0,
+                5,
+                5269,
+                "a.example.org",
+            ),
+            Rr::Srv(
+                "_xmpp-server._tcp.example.org",
+                60,
+                1,
+                5,
+                5269,
+                "b.example.org",
+            ),
         ],
         &[Rr::Soa("example.org", 60, 60)],
     );
@@ -471,7 +605,9 @@ fn waiting_recorded_srv_packet_with_pointers_is_answered() {
     });
     let mut r = Resolver::new(config(&[S1]), fixed);
     let now = Instant::now();
-    let id = r.lookup(now, "_xmpps-server._tcp.example.org", RecordType::Srv).unwrap();
+    let id = r
+        .lookup(now, "_xmpps-server._tcp.example.org", RecordType::Srv)
+        .unwrap();
     let (_, q) = udp(&mut r);
     assert_eq!(&q[..2], &[0x4a, 0x21]);
     r.handle_udp(now, sa(S1), recorded);
@@ -491,4 +627,52 @@ fn waiting_recorded_srv_packet_with_pointers_is_answered() {
             }])
         )]
     );
+}
+
+#[test]
+fn tcp_reply_still_truncated_fails_the_try() {
+    let mut r = resolver(&[S1]);
+    let now = Instant::now();
+    let id = r.lookup(now, "huge.example.org", RecordType::A).unwrap();
+    let (_, q) = udp(&mut r);
+    r.handle_udp(now, sa(S1), &reply_with(&q, RCODE::NoError, true, &[], &[]));
+    let Some(Transmit::TcpQuery { id: tcp, bytes, .. }) = r.poll_transmit() else {
+        panic!()
+    };
+    let (query, _) = wire::deframe_tcp(&bytes).unwrap();
+    r.handle_tcp_response(now, tcp, &reply_with(query, RCODE::NoError, true, &[], &[]));
+    assert_eq!(r.poll_transmit(), Some(Transmit::TcpClose { id: tcp }));
+    // Second attempt (attempts 2 × 1 server), still over TCP.
+    let Some(Transmit::TcpQuery { id: tcp2, .. }) = r.poll_transmit() else {
+        panic!()
+    };
+    r.handle_tcp_error(now, tcp2);
+    assert_eq!(r.poll_transmit(), Some(Transmit::TcpClose { id: tcp2 }));
+    assert_eq!(answers(&mut r), vec![(id, Err(DnsError::ServerFailure))]);
+}
+
+#[test]
+fn idle_config_from_resolv_conf_with_override() {
+    let conf = crate::dns::resolv_conf::parse(
+        "nameserver 192.0.2.1\noptions timeout:2 attempts:3 rotate\n",
+    );
+    let cfg = ResolverConfig::from_resolv_conf(&conf);
+    assert_eq!(cfg.nameservers, vec![sa(S1)]);
+    assert_eq!((cfg.timeout, cfg.attempts, cfg.rotate), (SECS(2), 3, true));
+    let cfg = cfg.with_nameservers(vec![sa("127.0.0.1:5353")]);
+    let mut r = Resolver::new(cfg, seeded_random(1));
+    let now = Instant::now();
+    r.lookup(now, "example.org", RecordType::A).unwrap();
+    assert_eq!(udp(&mut r).0, sa("127.0.0.1:5353"));
+    assert_eq!(r.poll_timeout(), Some(now + SECS(2)));
+}
+
+#[test]
+fn idle_zero_timeout_is_raised_to_the_minimum() {
+    let mut cfg = config(&[S1]);
+    cfg.timeout = Duration::ZERO;
+    let mut r = Resolver::new(cfg, seeded_random(1));
+    let now = Instant::now();
+    r.lookup(now, "example.org", RecordType::A).unwrap();
+    assert_eq!(r.poll_timeout(), Some(now + MIN_TIMEOUT));
 }
