@@ -276,7 +276,9 @@ impl Resolver {
         let Some(i) = self.flights.iter().position(|f| f.waiters.contains(&id)) else {
             return;
         };
-        let flight = &mut self.flights[i];
+        let Some(flight) = self.flights.get_mut(i) else {
+            return;
+        };
         flight.waiters.retain(|w| *w != id);
         if flight.waiters.is_empty() {
             let flight = self.flights.swap_remove(i);
@@ -434,7 +436,9 @@ impl Resolver {
         let Some(i) = self.flights.iter().position(|f| f.key == key) else {
             return;
         };
-        let f = &self.flights[i];
+        let Some(f) = self.flights.get(i) else {
+            return;
+        };
         let query = match wire::build_query(msg_id, &f.qname, f.rtype) {
             Ok(q) => q,
             // Only a CNAME target from the wire can fail here (a 254-byte name, say).
@@ -456,7 +460,9 @@ impl Resolver {
             self.transmits.push_back(Transmit::Udp { to, bytes: query });
             None
         };
-        let f = &mut self.flights[i];
+        let Some(f) = self.flights.get_mut(i) else {
+            return;
+        };
         if counts {
             f.tries += 1;
         }
