@@ -20,3 +20,6 @@ pub mod store;
 pub mod stream;
 pub mod tls;
 pub mod xml;
+
+#[cfg(test)]
+pub(crate) mod testutil;

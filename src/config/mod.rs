@@ -107,6 +107,20 @@ pub struct StorageSettings {
     pub cache_bytes: usize,
 }
 
+/// In-band registration (XEP-0077).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationSettings {
+    /// Whether strangers may create accounts from their client (off by default).
+    pub enabled: bool,
+    /// Accounts one IP address may create per hour.
+    pub per_ip_per_hour: u32,
+}
+
+/// The XEP-0157 fields an operator may publish.
+pub const CONTACT_FIELDS: [&str; 7] = [
+    "abuse", "admin", "feedback", "sales", "security", "status", "support",
+];
+
 /// All settings, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -118,6 +132,9 @@ pub struct Config {
     pub c2s: C2sSettings,
     pub limits: Limits,
     pub storage: StorageSettings,
+    pub registration: RegistrationSettings,
+    /// Contact addresses (XEP-0157): (field, addresses), fields from `CONTACT_FIELDS`.
+    pub contact_addresses: Vec<(String, Vec<String>)>,
     /// `log` level filter unless RUST_LOG is set ("error", "warn", "info", "debug", "trace").
     pub log_level: String,
 }
@@ -153,6 +170,11 @@ impl Default for Config {
             storage: StorageSettings {
                 cache_bytes: 4 * 1024 * 1024,
             },
+            registration: RegistrationSettings {
+                enabled: false,
+                per_ip_per_hour: 5,
+            },
+            contact_addresses: Vec::new(),
             log_level: "info".to_owned(),
         }
     }
@@ -298,6 +320,41 @@ impl Loader<'_> {
                             }
                             k => return Err(self.unknown(&format!("storage.{k}"), e.line)),
                         }
+                    }
+                }
+                "registration" => {
+                    for e in self.table("registration", e)?.entries() {
+                        match e.key.as_str() {
+                            "enabled" => match &e.value {
+                                Value::Boolean(b) => c.registration.enabled = *b,
+                                v => {
+                                    return Err(self.wrong_type(
+                                        "registration.enabled",
+                                        "a boolean",
+                                        v,
+                                        e.line,
+                                    ));
+                                }
+                            },
+                            "per_ip_per_hour" => {
+                                c.registration.per_ip_per_hour =
+                                    self.int("registration.per_ip_per_hour", e, 1, None)?;
+                            }
+                            k => return Err(self.unknown(&format!("registration.{k}"), e.line)),
+                        }
+                    }
+                }
+                "contact_addresses" => {
+                    for e in self.table("contact_addresses", e)?.entries() {
+                        let name = format!("contact_addresses.{}", e.key);
+                        if !CONTACT_FIELDS.contains(&e.key.as_str()) {
+                            return Err(self.unknown(&name, e.line));
+                        }
+                        let addrs = self.strings(&name, e)?;
+                        c.contact_addresses.push((
+                            e.key.clone(),
+                            addrs.into_iter().map(str::to_owned).collect(),
+                        ));
                     }
                 }
                 k => return Err(self.unknown(k, e.line)),
@@ -615,6 +672,12 @@ max_offline_per_account = 1000
 max_offline_total = 100000
 [storage]
 cache_bytes = 4194304
+[registration]
+enabled = true
+per_ip_per_hour = 3
+[contact_addresses]
+abuse = ["mailto:abuse@example.org"]
+admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
 "#;
 
     fn parse(text: &str) -> Config {
@@ -680,6 +743,23 @@ cache_bytes = 4194304
             storage: StorageSettings {
                 cache_bytes: 4194304,
             },
+            registration: RegistrationSettings {
+                enabled: true,
+                per_ip_per_hour: 3,
+            },
+            contact_addresses: vec![
+                (
+                    "abuse".to_owned(),
+                    vec!["mailto:abuse@example.org".to_owned()],
+                ),
+                (
+                    "admin".to_owned(),
+                    vec![
+                        "xmpp:admin@example.org".to_owned(),
+                        "mailto:admin@example.org".to_owned(),
+                    ],
+                ),
+            ],
             log_level: "info".to_owned(),
         };
         assert_eq!(c, expected);
