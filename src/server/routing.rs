@@ -11,7 +11,10 @@
 use std::time::Instant;
 
 use super::{Action, ConnId, Server};
-use crate::features::{Ctx, Delivered, Flow, Inbound, IqRequest, IqTo, IqType, OutItem, Outbound};
+use crate::features::{
+    Ctx, Delivered, Flow, Inbound, InboundHook, IqRequest, IqTo, IqType, OutItem, Outbound,
+    Registry,
+};
 use crate::jid::Jid;
 use crate::router::{SessionId, Target};
 use crate::stanza::{StanzaCondition, StanzaError, StanzaKind, error_reply, iq_result};
@@ -128,25 +131,15 @@ impl Server {
             Origin::Session(sid, _) => Some(sid),
             Origin::Server => None,
         };
-        if exists {
-            let info = Inbound {
-                from,
-                to,
-                kind,
-                stanza: &e,
-                from_session,
-            };
-            let mut flow = Flow::Continue;
-            for hook in &self.registry.inbound {
-                if hook(&mut ctx!(self, now), &info) == Flow::Stop {
-                    flow = Flow::Stop;
-                    break;
-                }
-            }
-            self.flush_outbox(now);
-            if flow == Flow::Stop {
-                return;
-            }
+        let info = Inbound {
+            from,
+            to,
+            kind,
+            stanza: &e,
+            from_session,
+        };
+        if exists && self.run_inbound_hooks(now, |r| &r.inbound, &info) == Flow::Stop {
+            return;
         }
         let target = self
             .router
@@ -172,30 +165,35 @@ impl Server {
                 }
             }
             Target::Refuse(cond) => {
-                if exists && kind == StanzaKind::Message {
-                    let info = Inbound {
-                        from,
-                        to,
-                        kind,
-                        stanza: &e,
-                        from_session,
-                    };
-                    let mut flow = Flow::Continue;
-                    for hook in &self.registry.undeliverable {
-                        if hook(&mut ctx!(self, now), &info) == Flow::Stop {
-                            flow = Flow::Stop;
-                            break;
-                        }
-                    }
-                    self.flush_outbox(now);
-                    if flow == Flow::Stop {
-                        return;
-                    }
+                if exists
+                    && kind == StanzaKind::Message
+                    && self.run_inbound_hooks(now, |r| &r.undeliverable, &info) == Flow::Stop
+                {
+                    return;
                 }
                 self.refuse_origin(origin, &e, StanzaError::new(cond), to);
             }
             Target::Drop => {}
         }
+    }
+
+    /// Runs one list of inbound-shaped hooks until one stops the stanza, then carries out
+    /// what they queued.
+    fn run_inbound_hooks(
+        &mut self,
+        now: Instant,
+        list: fn(&Registry) -> &Vec<InboundHook>,
+        info: &Inbound,
+    ) -> Flow {
+        let mut flow = Flow::Continue;
+        for hook in list(&self.registry) {
+            if hook(&mut ctx!(self, now), info) == Flow::Stop {
+                flow = Flow::Stop;
+                break;
+            }
+        }
+        self.flush_outbox(now);
+        flow
     }
 
     /// An IQ the server answers itself (RFC 6120 §8.4 for what nobody handles).
