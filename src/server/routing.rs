@@ -117,16 +117,19 @@ impl Server {
     ) {
         let hosted = self.config.hosts(to.domain());
         let account = to.to_bare();
+        // An account with a session exists; only otherwise is the store asked (the hot path
+        // of a chat between online users never reads the disk).
         let exists = hosted
             && to.local().is_some()
-            && match self.store.account_credentials(&account.to_string()) {
-                Ok(found) => found.is_some(),
-                Err(err) => {
-                    log::error!("store: {err}");
-                    let err = StanzaError::new(StanzaCondition::InternalServerError);
-                    return self.refuse_origin(origin, &e, err, to);
-                }
-            };
+            && (self.router.sessions_of(&account).next().is_some()
+                || match self.store.account_credentials(&account.to_string()) {
+                    Ok(found) => found.is_some(),
+                    Err(err) => {
+                        log::error!("store: {err}");
+                        let err = StanzaError::new(StanzaCondition::InternalServerError);
+                        return self.refuse_origin(origin, &e, err, to);
+                    }
+                });
         let from_session = match origin {
             Origin::Session(sid, _) => Some(sid),
             Origin::Server => None,
