@@ -647,6 +647,41 @@ mod tests {
     }
 
     #[test]
+    fn user_to_blocked_no_sent_carbon() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let other = h.login("alice", "o");
+        h.login("bob", "b");
+        h.send(
+            other,
+            "<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+        );
+        h.take(other);
+        block(&mut h, a, "bob@localhost");
+        h.send(
+            a,
+            "<message to='bob@localhost/b' type='chat'><body>x</body></message>",
+        );
+        assert!(h.take(a).contains("<blocked"));
+        assert_eq!(h.take(other), "");
+    }
+
+    #[test]
+    fn blocked_contact_message_to_offline_user_refused_not_stored() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        block(&mut h, a, "bob@localhost");
+        h.send(
+            b,
+            "<message to='alice@localhost' type='chat' id='o'><body>x</body></message>",
+        );
+        assert!(h.take(b).contains("<service-unavailable"));
+        h.send(a, "<presence/>");
+        assert!(!h.take(a).contains("<body>x</body>"));
+    }
+
+    #[test]
     fn full_jid_block_only_that_resource() {
         let mut h = Harness::new();
         let a = h.login("alice", "a");
