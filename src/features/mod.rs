@@ -8,10 +8,12 @@
 //! hooks may act on it on the way (Prosody's events, in a fixed order). Unhandled get/set IQs
 //! get `service-unavailable` from the server (RFC 6120 §8.4), never from a feature.
 
+pub mod datetime;
 pub mod disco;
 pub mod ping;
 pub mod presence;
 pub mod roster;
+pub mod time;
 pub mod version;
 
 use std::time::Instant;
@@ -223,6 +225,7 @@ impl Registry {
         disco::register(&mut r);
         ping::register(&mut r);
         version::register(&mut r);
+        time::register(&mut r);
         roster::register(&mut r);
         presence::register(&mut r);
         r
