@@ -8,6 +8,7 @@
 //! hooks may act on it on the way (Prosody's events, in a fixed order). Unhandled get/set IQs
 //! get `service-unavailable` from the server (RFC 6120 §8.4), never from a feature.
 
+pub mod contact;
 pub mod datetime;
 pub mod disco;
 pub mod ping;
@@ -226,6 +227,7 @@ impl Registry {
         ping::register(&mut r);
         version::register(&mut r);
         time::register(&mut r);
+        contact::register(&mut r);
         roster::register(&mut r);
         presence::register(&mut r);
         r
