@@ -13,6 +13,7 @@ pub mod datetime;
 pub mod disco;
 pub mod ping;
 pub mod presence;
+pub mod private;
 pub mod roster;
 pub mod time;
 pub mod version;
@@ -228,6 +229,7 @@ impl Registry {
         version::register(&mut r);
         time::register(&mut r);
         contact::register(&mut r);
+        private::register(&mut r);
         roster::register(&mut r);
         presence::register(&mut r);
         r
