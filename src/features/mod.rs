@@ -16,6 +16,7 @@ pub mod presence;
 pub mod private;
 pub mod roster;
 pub mod time;
+pub mod vcard;
 pub mod version;
 
 use std::time::Instant;
@@ -230,6 +231,9 @@ impl Registry {
         time::register(&mut r);
         contact::register(&mut r);
         private::register(&mut r);
+        // Before presence: their outbound hooks must see presence broadcasts, which
+        // presence's hook stops (vcard adds the photo hash, last keeps the status).
+        vcard::register(&mut r);
         roster::register(&mut r);
         presence::register(&mut r);
         r
