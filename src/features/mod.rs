@@ -11,6 +11,7 @@
 pub mod contact;
 pub mod datetime;
 pub mod disco;
+pub mod last;
 pub mod ping;
 pub mod presence;
 pub mod private;
@@ -234,6 +235,7 @@ impl Registry {
         // Before presence: their outbound hooks must see presence broadcasts, which
         // presence's hook stops (vcard adds the photo hash, last keeps the status).
         vcard::register(&mut r);
+        last::register(&mut r);
         roster::register(&mut r);
         presence::register(&mut r);
         r
