@@ -25,6 +25,9 @@ HEARTH_BIN = os.environ.get("HEARTH_BIN", str(REPO / "target" / "release" / "hea
 DOMAIN = "localhost"
 USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
 WAIT = 10.0  # seconds for one login or one expected stanza
+QUIET = 1.0  # seconds of silence that count as "nothing came"
+# Clients that fetch the roster before initial presence and answer no subscription themselves.
+IM = dict(get_roster=True, auto_subscriptions=False)
 
 
 def free_ports(n: int) -> list[int]:
@@ -405,3 +408,38 @@ def run(coro, timeout: float = 60):
             loop.run_until_complete(asyncio.wait(pending, timeout=5))
         loop.close()
         asyncio.set_event_loop(None)
+
+
+async def subscribe_to(user, contact) -> None:
+    """user asks contact, contact approves; both sides checked (RFC 6121 §3.1)."""
+    u, c = user.boundjid.bare, contact.boundjid.bare
+    user.send_presence(pto=c, ptype="subscribe")
+    await next_matching(contact.presences, lambda p: p["type"] == "subscribe" and str(p["from"]) == u,
+                        f"subscribe from {u} at {c}")
+    contact.send_presence(pto=u, ptype="subscribed")
+    await next_matching(user.presences, lambda p: p["type"] == "subscribed" and str(p["from"]) == c,
+                        f"subscribed from {c} at {u}")
+
+
+async def make_mutual(a, b) -> None:
+    """Both ways; for clients with a roster, waits until each has the other as 'both' and
+    then forgets the pushes so far, so that a test's next wait sees only new ones."""
+    await subscribe_to(a, b)
+    await subscribe_to(b, a)
+    for x, y in ((a, b), (b, a)):
+        if x.want_roster:
+            jid = y.boundjid.bare
+            await next_matching(
+                x.roster_iqs,
+                lambda iq, jid=jid: iq["type"] == "set" and (i := roster_item_xml(iq, jid)) is not None
+                and i.get("subscription") == "both",
+                f"push of {jid} as 'both' at {x.boundjid}")
+            drain(x.roster_iqs)
+
+
+def drain(queue: asyncio.Queue) -> list:
+    """Takes everything queued so far."""
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out

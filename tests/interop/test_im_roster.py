@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import (Clients, bare, login, next_matching, none_matching, raw_iq, roster_item_xml,
-                      wait_presence, wait_push, run)
-
-IM = dict(get_roster=True, auto_subscriptions=False)
-QUIET = 1.0  # seconds of silence that count as "nothing came"
-
+from conftest import (IM, QUIET, Clients, bare, login, make_mutual, next_matching, none_matching, raw_iq,
+                      roster_item_xml, run, subscribe_to, wait_presence, wait_push)
 
 def roster_items(iq) -> dict[str, dict]:
     """Items of a roster result: jid -> attributes as sent (plus groups)."""
@@ -34,22 +30,6 @@ async def fetch_roster(c) -> dict[str, dict]:
 def state(item: dict) -> tuple:
     """(subscription, ask, approved) as sent; absent attributes as None."""
     return item.get("subscription"), item.get("ask"), item.get("approved")
-
-
-async def subscribe_to(user, contact) -> None:
-    """user asks contact, contact approves; both sides checked (RFC 6121 §3.1)."""
-    u, c = user.boundjid.bare, contact.boundjid.bare
-    user.send_presence(pto=c, ptype="subscribe")
-    await next_matching(contact.presences, lambda p: p["type"] == "subscribe" and str(p["from"]) == u,
-                        f"subscribe from {u} at {c}")
-    contact.send_presence(pto=u, ptype="subscribed")
-    await next_matching(user.presences, lambda p: p["type"] == "subscribed" and str(p["from"]) == c,
-                        f"subscribed from {c} at {u}")
-
-
-async def make_mutual(a, b) -> None:
-    await subscribe_to(a, b)
-    await subscribe_to(b, a)
 
 
 def test_roster_set_get_remove_with_pushes(hearth):
