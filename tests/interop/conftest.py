@@ -443,3 +443,10 @@ def drain(queue: asyncio.Queue) -> list:
     while not queue.empty():
         out.append(queue.get_nowait())
     return out
+
+
+def send_with_id(c: Client, to: str, body: str, mid: str, mtype: str = "chat") -> None:
+    """A message with a chosen id, so that an error bounced for it can be matched."""
+    m = c.make_message(mto=to, mbody=body, mtype=mtype)
+    m["id"] = mid
+    m.send()

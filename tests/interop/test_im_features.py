@@ -10,7 +10,7 @@ import datetime as dt
 import pytest
 from slixmpp.exceptions import IqError
 
-from conftest import (DOMAIN, IM, QUIET, Clients, bare, login, make_mutual, next_matching, none_matching,
+from conftest import (DOMAIN, IM, QUIET, Clients, bare, login, make_mutual, next_matching, none_matching, send_with_id,
                       raw_iq, run, wait_message, wait_presence)
 
 SERVER_FEATURES = [
@@ -379,7 +379,7 @@ def test_blocking_messages_presence_and_blocklist(hearth):
             assert await a2.plugin["xep_0191"].get_blocked_jids(timeout=10) == {bare("carol")}
 
             # Carol's message is not delivered; she gets service-unavailable (SHOULD).
-            carol.send_message(mto=bare("alice"), mbody="carol while blocked", mtype="chat", mid="blk1")
+            send_with_id(carol, bare("alice"), "carol while blocked", "blk1")
             err = await next_matching(carol.messages, lambda m: m["type"] == "error", "error at carol")
             assert err["id"] == "blk1" and err["error"]["condition"] == "service-unavailable", err
             # Her presence does not reach alice, and she gets no error for it.
@@ -395,7 +395,7 @@ def test_blocking_messages_presence_and_blocklist(hearth):
             await none_matching(carol.presences, lambda p: p["status"] == "alice while carol blocked",
                                 "alice's presence at carol", QUIET)
             # §3.4: alice writing to carol: not-acceptable with <blocked xmlns='urn:xmpp:blocking:errors'/>.
-            a1.send_message(mto=bare("carol"), mbody="alice to blocked", mtype="chat", mid="blk2")
+            send_with_id(a1, bare("carol"), "alice to blocked", "blk2")
             err = await next_matching(a1.messages, lambda m: m["type"] == "error", "error at alice")
             assert err["id"] == "blk2" and err["error"]["condition"] == "not-acceptable", err
             assert err.xml.find("{jabber:client}error/{urn:xmpp:blocking:errors}blocked") is not None, err

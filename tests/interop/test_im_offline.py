@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from conftest import (DOMAIN, QUIET, USERS, Clients, Hearth, bare, login, next_matching, none_matching,
+from conftest import (DOMAIN, QUIET, USERS, Clients, Hearth, bare, login, next_matching, none_matching, send_with_id,
                       raw_iq, run, wait_message)
 
 NS_DELAY = "{urn:xmpp:delay}delay"
@@ -141,7 +141,7 @@ def test_full_offline_queue_refuses_with_service_unavailable(small_queue_hearth)
     async def body():
         async with Clients(small_queue_hearth, ("alice", "r1")) as (alice,):
             for i in range(1, 5):
-                alice.send_message(mto=bare("bob"), mbody=f"queued {i}", mtype="chat", mid=f"q{i}")
+                send_with_id(alice, bare("bob"), f"queued {i}", f"q{i}")
             err = await next_matching(alice.messages, lambda m: m["type"] == "error", "error for the 4th message")
             assert err["id"] == "q4", err
             assert err["error"]["condition"] == "service-unavailable", err

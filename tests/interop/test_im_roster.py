@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from conftest import (IM, QUIET, Clients, bare, login, make_mutual, next_matching, none_matching, raw_iq,
-                      roster_item_xml, run, subscribe_to, wait_presence, wait_push)
+                      roster_item_xml, run, wait_presence, wait_push)
 
 def roster_items(iq) -> dict[str, dict]:
     """Items of a roster result: jid -> attributes as sent (plus groups)."""
