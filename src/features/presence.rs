@@ -244,21 +244,26 @@ fn outbound_subscription(ctx: &mut Ctx, from: &Jid, to: &Jid, kind: &str, e: &mu
         // §3.2.2: a cancelled subscriber is told the user is unavailable.
         "unsubscribed" if before.subscription.has_from() => {
             ctx.out.route(e.clone());
-            for jid in ctx
-                .router
-                .sessions_of(&account)
-                .filter(|s| s.is_available())
-                .map(|s| s.jid.to_string())
-                .collect::<Vec<_>>()
-            {
-                ctx.out.route(presence("unavailable", &jid, &key));
-            }
+            send_unavailable(ctx, &account, &key);
             return Flow::Stop;
         }
         _ => {}
     }
     ctx.out.route(e.clone());
     Flow::Stop
+}
+
+/// Routes unavailable presence from each available session of `account` to `to`.
+fn send_unavailable(ctx: &mut Ctx, account: &Jid, to: &str) {
+    let jids: Vec<String> = ctx
+        .router
+        .sessions_of(account)
+        .filter(|s| s.is_available())
+        .map(|s| s.jid.to_string())
+        .collect();
+    for jid in jids {
+        ctx.out.route(presence("unavailable", &jid, to));
+    }
 }
 
 /// Routes the presence of each available session of `account` to `to`.
@@ -348,15 +353,7 @@ fn inbound(ctx: &mut Ctx, i: &Inbound) -> Flow {
             deliver_bare(ctx, &account, i.stanza, &key);
             if had_from {
                 // §3.3.3: the former subscriber learns the user is now unavailable to it.
-                for jid in ctx
-                    .router
-                    .sessions_of(&account)
-                    .filter(|s| s.is_available())
-                    .map(|s| s.jid.to_string())
-                    .collect::<Vec<_>>()
-                {
-                    ctx.out.route(presence("unavailable", &jid, &key));
-                }
+                send_unavailable(ctx, &account, &key);
             }
             Flow::Stop
         }
