@@ -216,6 +216,8 @@ class Client(slixmpp.ClientXMPP):
         self.stream_errors: list[str] = []
         self.messages: asyncio.Queue = asyncio.Queue()
         self.presences: asyncio.Queue = asyncio.Queue()
+        # Message errors, body or not (slixmpp's "message" event only fires for a <body>).
+        self.message_errors: asyncio.Queue = asyncio.Queue()
         # Roster results and pushes (iq type='set'), in arrival order.
         self.roster_iqs: asyncio.Queue = asyncio.Queue()
         self.roster_result = None
@@ -226,6 +228,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("disconnected", lambda _e: self.gone.set())
         self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
         self.add_event_handler("presence", lambda p: self.presences.put_nowait(p))
+        self.add_event_handler("message_error", lambda m: self.message_errors.put_nowait(m))
         self.add_event_handler("roster_update", lambda iq: self.roster_iqs.put_nowait(iq))
 
     async def _on_start(self, _event) -> None:

@@ -40,7 +40,7 @@ def test_offline_messages_delivered_in_order_with_delay(hearth):
                 alice.send_message(mto=bare("bob"), mbody=f"offline {i}", mtype="chat")
             await settle(alice)
             # No error came back for any of them.
-            await none_matching(alice.messages, lambda m: m["type"] == "error", "error for an offline message", 0.3)
+            await none_matching(alice.message_errors, lambda m: m["type"] == "error", "error for an offline message", 0.3)
         after = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
         await asyncio.sleep(1.1)  # so a stamp taken at delivery would show
 
@@ -97,10 +97,10 @@ def test_offline_normal_stored_headline_not_groupchat_refused(hearth):
             alice.send_message(mto=bare("bob"), mbody="a headline", mtype="headline")
             alice.send_message(mto=bare("bob"), mbody="a normal one", mtype="normal")
             alice.send_message(mto=bare("bob"), mbody="a groupchat one", mtype="groupchat")
-            err = await next_matching(alice.messages, lambda m: m["type"] == "error", "error for groupchat")
+            err = await next_matching(alice.message_errors, lambda m: m["type"] == "error", "error for groupchat")
             assert err["error"]["condition"] == "service-unavailable", err
             await settle(alice)
-            await none_matching(alice.messages, lambda m: m["type"] == "error", "error for headline/normal", 0.3)
+            await none_matching(alice.message_errors, lambda m: m["type"] == "error", "error for headline/normal", 0.3)
         async with Clients(hearth, ("bob", "r1")) as (bob,):
             m = await wait_message(bob, "a normal one")
             delay_of(m)
@@ -115,7 +115,7 @@ def test_message_to_unknown_account_bounces(hearth):
     async def body():
         async with Clients(hearth, ("alice", "r1")) as (alice,):
             alice.send_message(mto=bare("nobody"), mbody="to nobody", mtype="chat")
-            err = await next_matching(alice.messages, lambda m: m["type"] == "error", "error for nobody")
+            err = await next_matching(alice.message_errors, lambda m: m["type"] == "error", "error for nobody")
             assert err["error"]["condition"] == "service-unavailable", err
             assert str(err["from"]) == bare("nobody"), err
 
@@ -142,11 +142,11 @@ def test_full_offline_queue_refuses_with_service_unavailable(small_queue_hearth)
         async with Clients(small_queue_hearth, ("alice", "r1")) as (alice,):
             for i in range(1, 5):
                 send_with_id(alice, bare("bob"), f"queued {i}", f"q{i}")
-            err = await next_matching(alice.messages, lambda m: m["type"] == "error", "error for the 4th message")
+            err = await next_matching(alice.message_errors, lambda m: m["type"] == "error", "error for the 4th message")
             assert err["id"] == "q4", err
             assert err["error"]["condition"] == "service-unavailable", err
             await settle(alice)
-            await none_matching(alice.messages, lambda m: m["type"] == "error", "a second error", 0.3)
+            await none_matching(alice.message_errors, lambda m: m["type"] == "error", "a second error", 0.3)
         async with Clients(small_queue_hearth, ("bob", "r1")) as (bob,):
             got = [await next_matching(bob.messages, lambda m: m["body"].startswith("queued "), "queued message")
                    for _ in range(3)]
