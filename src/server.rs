@@ -91,6 +91,7 @@ pub struct Server {
     outbox: Outbox,
     /// Made once so an unknown account's SCRAM salt is the same on every attempt.
     fake_salt_key: [u8; 32],
+    started: Instant,
 }
 
 impl Server {
@@ -98,12 +99,13 @@ impl Server {
         config: Arc<Config>,
         store: Box<dyn Store>,
         mut random: Box<dyn RandomSource>,
-        _now: Instant,
+        now: Instant,
     ) -> Server {
         let mut fake_salt_key = [0u8; 32];
         random.fill(&mut fake_salt_key);
         Server {
             fake_salt_key,
+            started: now,
             config,
             store,
             random,
@@ -306,6 +308,7 @@ impl Server {
         for hook in &self.registry.session_end {
             let mut ctx = Ctx {
                 now,
+                started: self.started,
                 config: &self.config,
                 store: &mut *self.store,
                 router: &mut self.router,

@@ -181,12 +181,9 @@ fn account_last(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
 }
 
 /// §5: to a server, last activity means uptime.
-///
-/// The features' context carries no start time yet (`Ctx` has only the current instant), and
-/// features keep no state of their own, so the server answers 0 until it does. A result is
-/// kept rather than an error because clients ask this to check the server is up.
-fn server_uptime(_ctx: &mut Ctx, _req: &IqRequest) -> IqResult {
-    Ok(Some(query(0, "")))
+fn server_uptime(ctx: &mut Ctx, _req: &IqRequest) -> IqResult {
+    let secs = ctx.now.saturating_duration_since(ctx.started).as_secs();
+    Ok(Some(query(secs, "")))
 }
 
 #[cfg(test)]
@@ -392,6 +389,7 @@ mod tests {
         let mut out = super::super::Outbox::default();
         let mut ctx = Ctx {
             now: std::time::Instant::now(),
+            started: std::time::Instant::now(),
             config: &config,
             store: &mut store,
             router: &mut router,
@@ -449,13 +447,15 @@ mod tests {
     fn host_query_answers_result() {
         let mut h = Harness::new();
         let a = h.login("alice", "a");
+        h.advance(std::time::Duration::from_secs(90));
         let out = ask(&mut h, a, "localhost");
         assert!(
             out.contains("type='result'") && out.contains("from='localhost'"),
             "{out}"
         );
+        // §5: the server's uptime.
         assert!(
-            out.contains("<query xmlns='jabber:iq:last' seconds='"),
+            out.contains("<query xmlns='jabber:iq:last' seconds='90'"),
             "{out}"
         );
     }

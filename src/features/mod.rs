@@ -36,6 +36,8 @@ use crate::xml::{Element, ns};
 /// What a feature can touch while it handles something.
 pub struct Ctx<'a> {
     pub now: Instant,
+    /// When the server started (uptime for XEP-0012).
+    pub started: Instant,
     pub config: &'a Config,
     pub store: &'a mut dyn Store,
     pub router: &'a mut Router,

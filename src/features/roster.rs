@@ -13,6 +13,9 @@ use crate::xml::{Element, ns};
 /// XEP-0237 / RFC 6121 §2.6: roster versioning is advertised as a stream feature.
 pub const NS_ROSTER_VER: &str = "urn:xmpp:features:rosterver";
 
+/// RFC 6121 §3.4.1: the stream feature for subscription pre-approval.
+pub const NS_PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+
 /// Longest roster item name or group name accepted (bytes).
 const MAX_NAME_BYTES: usize = 1024;
 /// Most groups per item.

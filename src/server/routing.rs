@@ -39,6 +39,7 @@ macro_rules! ctx {
     ($s:ident, $now:expr) => {
         Ctx {
             now: $now,
+            started: $s.started,
             config: &$s.config,
             store: &mut *$s.store,
             router: &mut $s.router,
