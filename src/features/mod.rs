@@ -8,9 +8,11 @@
 //! hooks may act on it on the way (Prosody's events, in a fixed order). Unhandled get/set IQs
 //! get `service-unavailable` from the server (RFC 6120 §8.4), never from a feature.
 
+pub mod caps;
 pub mod disco;
 pub mod ping;
 pub mod presence;
+pub mod register;
 pub mod roster;
 pub mod version;
 
@@ -225,6 +227,8 @@ impl Registry {
         version::register(&mut r);
         roster::register(&mut r);
         presence::register(&mut r);
+        register::register(&mut r);
+        caps::register(&mut r);
         r
     }
 
