@@ -47,6 +47,8 @@ pub(crate) enum OutItem {
     /// A stanza to route by its `to`, as coming from the server (not from a session): it
     /// passes the inbound hooks of its recipient and is delivered or dropped, never bounced.
     Route(Element),
+    /// Ends every stream of an account with `<not-authorized/>` and this text.
+    CloseAccount(Jid, &'static str),
 }
 
 impl Outbox {
@@ -74,6 +76,13 @@ impl Outbox {
     /// Routes a stanza as from the server (its `from` is kept as set).
     pub fn route(&mut self, e: Element) {
         self.items.push(OutItem::Route(e));
+    }
+
+    /// Closes every session of `account` with a `<not-authorized/>` stream error saying
+    /// `why` (e.g. the account was removed), after what was queued before.
+    pub fn close_account(&mut self, account: &Jid, why: &'static str) {
+        self.items
+            .push(OutItem::CloseAccount(account.to_bare(), why));
     }
 }
 
