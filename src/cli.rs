@@ -424,7 +424,12 @@ fn send(req: &ControlRequest, config: &Config) -> Result<Vec<String>, String> {
             create_data_dir(&config.data_dir)?;
             let mut store = RedbStore::open(&config.db_path(), config.storage.cache_bytes)
                 .map_err(|e| e.to_string())?;
-            control::execute(req, config, &mut store)
+            let lines = control::execute(req, config, &mut store)?;
+            // The store groups writes until a commit; nothing is done until it is durable.
+            store
+                .commit()
+                .map_err(|e| format!("storage failure: {e}"))?;
+            Ok(lines)
         }
         Err(e) => Err(format!(
             "cannot reach the running server at {}: {e}",

@@ -34,6 +34,11 @@ pub struct Session {
     /// The client asked for the roster: it is an "interested resource" that gets roster
     /// pushes (RFC 6121 §2.1.6).
     pub roster_requested: bool,
+    /// Message Carbons (XEP-0280) are enabled: the session gets copies of the account's chats.
+    pub carbons: bool,
+    /// The client asked for the block list: it is an "interested resource" that gets block
+    /// and unblock pushes (XEP-0191 §3.3).
+    pub blocklist_requested: bool,
 }
 
 impl Session {
@@ -137,6 +142,8 @@ impl Router {
                 priority: 0,
                 directed: Vec::new(),
                 roster_requested: false,
+                carbons: false,
+                blocklist_requested: false,
             },
         );
         self.by_account.entry(account.clone()).or_default().push(id);

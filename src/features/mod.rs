@@ -8,8 +8,11 @@
 //! hooks may act on it on the way (Prosody's events, in a fixed order). Unhandled get/set IQs
 //! get `service-unavailable` from the server (RFC 6120 §8.4), never from a feature.
 
+pub mod blocking;
 pub mod caps;
+pub mod carbons;
 pub mod disco;
+pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod register;
@@ -235,6 +238,11 @@ impl Registry {
         ping::register(&mut r);
         version::register(&mut r);
         roster::register(&mut r);
+        // Before presence: blocking refuses and drops presence that presence would consume,
+        // and offline sees a raised priority before presence stores it.
+        blocking::register(&mut r);
+        offline::register(&mut r);
+        carbons::register(&mut r);
         presence::register(&mut r);
         register::register(&mut r);
         caps::register(&mut r);

@@ -201,8 +201,9 @@ fn outbound_subscription(ctx: &mut Ctx, from: &Jid, to: &Jid, kind: &str, e: &mu
         }
         "subscribed" => {
             if item.pending_in {
-                // §3.1.5: approval of a request.
+                // §3.1.5: approval of a request; the user now has the contact on the roster.
                 item.pending_in = false;
+                item.in_roster = true;
                 item.subscription = item.subscription.with_from(true);
             } else if !item.subscription.has_from() {
                 // §3.4: pre-approval, nothing is sent to the contact.
@@ -243,21 +244,26 @@ fn outbound_subscription(ctx: &mut Ctx, from: &Jid, to: &Jid, kind: &str, e: &mu
         // §3.2.2: a cancelled subscriber is told the user is unavailable.
         "unsubscribed" if before.subscription.has_from() => {
             ctx.out.route(e.clone());
-            for jid in ctx
-                .router
-                .sessions_of(&account)
-                .filter(|s| s.is_available())
-                .map(|s| s.jid.to_string())
-                .collect::<Vec<_>>()
-            {
-                ctx.out.route(presence("unavailable", &jid, &key));
-            }
+            send_unavailable(ctx, &account, &key);
             return Flow::Stop;
         }
         _ => {}
     }
     ctx.out.route(e.clone());
     Flow::Stop
+}
+
+/// Routes unavailable presence from each available session of `account` to `to`.
+fn send_unavailable(ctx: &mut Ctx, account: &Jid, to: &str) {
+    let jids: Vec<String> = ctx
+        .router
+        .sessions_of(account)
+        .filter(|s| s.is_available())
+        .map(|s| s.jid.to_string())
+        .collect();
+    for jid in jids {
+        ctx.out.route(presence("unavailable", &jid, to));
+    }
 }
 
 /// Routes the presence of each available session of `account` to `to`.
@@ -347,15 +353,7 @@ fn inbound(ctx: &mut Ctx, i: &Inbound) -> Flow {
             deliver_bare(ctx, &account, i.stanza, &key);
             if had_from {
                 // §3.3.3: the former subscriber learns the user is now unavailable to it.
-                for jid in ctx
-                    .router
-                    .sessions_of(&account)
-                    .filter(|s| s.is_available())
-                    .map(|s| s.jid.to_string())
-                    .collect::<Vec<_>>()
-                {
-                    ctx.out.route(presence("unavailable", &jid, &key));
-                }
+                send_unavailable(ctx, &account, &key);
             }
             Flow::Stop
         }
@@ -420,5 +418,169 @@ fn session_end(ctx: &mut Ctx, sid: SessionId) {
             ctx.out
                 .route(presence("unavailable", &full, &target.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::server::ConnId;
+    use crate::testutil::Harness;
+
+    const ROSTER_GET: &str = "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>";
+
+    /// alice and bob logged in, available, with rosters requested.
+    fn pair() -> (Harness, ConnId, ConnId) {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        for c in [a, b] {
+            h.send(c, ROSTER_GET);
+            h.send(c, "<presence/>");
+            h.take(c);
+        }
+        (h, a, b)
+    }
+
+    fn subscribe_both(h: &mut Harness, a: ConnId, b: ConnId) {
+        h.send(a, "<presence to='bob@localhost' type='subscribe'/>");
+        h.send(b, "<presence to='alice@localhost' type='subscribed'/>");
+        h.send(b, "<presence to='alice@localhost' type='subscribe'/>");
+        h.send(a, "<presence to='bob@localhost' type='subscribed'/>");
+        h.take(a);
+        h.take(b);
+    }
+
+    #[test]
+    fn subscribe_request_reaches_contact_and_sets_ask() {
+        let (mut h, a, b) = pair();
+        h.send(a, "<presence to='bob@localhost/b' type='subscribe'/>");
+        let to_a = h.take(a);
+        assert!(
+            to_a.contains("jid='bob@localhost' subscription='none' ask='subscribe'"),
+            "{to_a}"
+        );
+        let to_b = h.take(b);
+        assert!(
+            to_b.contains("<presence to='bob@localhost' type='subscribe' from='alice@localhost'/>"),
+            "request stamped bare to bare: {to_b}"
+        );
+    }
+
+    #[test]
+    fn approval_gives_to_and_from_and_current_presence() {
+        let (mut h, a, b) = pair();
+        h.send(a, "<presence to='bob@localhost' type='subscribe'/>");
+        h.take(a);
+        h.take(b);
+        h.send(b, "<presence to='alice@localhost' type='subscribed'/>");
+        let to_b = h.take(b);
+        assert!(
+            to_b.contains("jid='alice@localhost' subscription='from'"),
+            "{to_b}"
+        );
+        let to_a = h.take(a);
+        assert!(
+            to_a.contains("jid='bob@localhost' subscription='to'"),
+            "{to_a}"
+        );
+        assert!(to_a.contains("type='subscribed'"), "{to_a}");
+        assert!(
+            to_a.contains("<presence from='bob@localhost/b' to='alice@localhost'"),
+            "{to_a}"
+        );
+    }
+
+    #[test]
+    fn broadcast_reaches_subscribers_not_strangers() {
+        let (mut h, a, b) = pair();
+        let c = h.login("carol", "c");
+        h.send(c, "<presence/>");
+        h.take(c);
+        subscribe_both(&mut h, a, b);
+        h.send(a, "<presence><show>away</show></presence>");
+        assert!(h.take(b).contains("<show>away</show>"));
+        assert!(
+            !h.take(c).contains("alice"),
+            "a stranger saw alice's presence"
+        );
+    }
+
+    #[test]
+    fn probe_on_login_returns_contacts_presence() {
+        let (mut h, a, b) = pair();
+        subscribe_both(&mut h, a, b);
+        let a2 = h.login("alice", "second");
+        h.send(a2, "<presence/>");
+        let got = h.take(a2);
+        assert!(got.contains("from='bob@localhost/b'"), "{got}");
+        assert!(
+            !got.contains("type='probe'"),
+            "probes are not delivered: {got}"
+        );
+    }
+
+    #[test]
+    fn preapproval_auto_answers_later_request() {
+        let (mut h, a, b) = pair();
+        h.send(b, "<presence to='alice@localhost' type='subscribed'/>");
+        assert!(h.take(b).contains("approved='true'"));
+        assert_eq!(h.take(a), "", "a pre-approval is not sent");
+        h.send(a, "<presence to='bob@localhost' type='subscribe'/>");
+        let to_a = h.take(a);
+        assert!(to_a.contains("subscription='to'"), "{to_a}");
+        let to_b = h.take(b);
+        assert!(
+            to_b.contains("subscription='from'") && !to_b.contains("type='subscribe'"),
+            "{to_b}"
+        );
+    }
+
+    #[test]
+    fn unsubscribed_cancels_and_sends_unavailable() {
+        let (mut h, a, b) = pair();
+        subscribe_both(&mut h, a, b);
+        h.send(b, "<presence to='alice@localhost' type='unsubscribed'/>");
+        let to_a = h.take(a);
+        assert!(to_a.contains("type='unsubscribed'"), "{to_a}");
+        assert!(
+            to_a.contains(
+                "<presence from='bob@localhost/b' to='alice@localhost' type='unavailable'/>"
+            ),
+            "{to_a}"
+        );
+        assert!(
+            to_a.contains("jid='bob@localhost' subscription='from'"),
+            "{to_a}"
+        );
+        h.send(b, "<presence><show>dnd</show></presence>");
+        assert!(!h.take(a).contains("dnd"));
+    }
+
+    #[test]
+    fn pending_request_delivered_again_at_next_login() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.send(a, "<presence/>");
+        h.send(a, "<presence to='bob@localhost' type='subscribe'/>");
+        let b = h.login("bob", "b");
+        h.send(b, "<presence/>");
+        let to_b = h.take(b);
+        assert!(
+            to_b.contains("<presence from='alice@localhost' to='bob@localhost' type='subscribe'/>"),
+            "{to_b}"
+        );
+    }
+
+    #[test]
+    fn disconnect_sends_unavailable_to_subscribers() {
+        let (mut h, a, b) = pair();
+        subscribe_both(&mut h, a, b);
+        h.server.handle_disconnect(h.now, a);
+        h.drain();
+        let to_b = h.take(b);
+        assert!(
+            to_b.contains("from='alice@localhost/a' to='bob@localhost' type='unavailable'"),
+            "{to_b}"
+        );
     }
 }

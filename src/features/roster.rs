@@ -239,3 +239,111 @@ fn remove(ctx: &mut Ctx, account: &Jid, existing: Option<RosterItem>) -> IqResul
     save_and_push(ctx, account, &item)?;
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::Harness;
+
+    #[test]
+    fn set_then_get_and_push() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let a2 = h.login("alice", "b");
+        h.send(
+            a2,
+            "<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        assert!(
+            h.take(a2)
+                .contains("<query xmlns='jabber:iq:roster' ver='0'/>")
+        );
+        h.send(
+            a,
+            "<iq type='set' id='s'><query xmlns='jabber:iq:roster'><item jid='Bob@Localhost' name='Bob'><group>Friends</group></item></query></iq>",
+        );
+        assert!(h.take(a).contains("type='result' id='s'"));
+        let push = h.take(a2);
+        assert!(
+            push.contains("<item jid='bob@localhost' name='Bob' subscription='none'><group>Friends</group></item>"),
+            "interested resource gets the push: {push}"
+        );
+        h.send(
+            a,
+            "<iq type='get' id='g2'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        assert!(h.take(a).contains("ver='1'><item jid='bob@localhost'"));
+    }
+
+    #[test]
+    fn versioned_get_returns_only_delta() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        for c in ["bob", "carol"] {
+            h.send(
+                a,
+                &format!("<iq type='set' id='s'><query xmlns='jabber:iq:roster'><item jid='{c}@localhost'/></query></iq>"),
+            );
+        }
+        h.take(a);
+        h.send(
+            a,
+            "<iq type='get' id='v'><query xmlns='jabber:iq:roster' ver='2'/></iq>",
+        );
+        assert_eq!(
+            h.take(a),
+            "<iq type='result' id='v' to='alice@localhost/a' from='alice@localhost'/>"
+        );
+        h.send(
+            a,
+            "<iq type='get' id='v'><query xmlns='jabber:iq:roster' ver='1'/></iq>",
+        );
+        let out = h.take(a);
+        assert!(out.contains("type='result' id='v'") && out.contains("jid='carol@localhost'"));
+        assert!(!out.contains("jid='bob@localhost'"), "{out}");
+        // A removal shows up in the delta too.
+        h.send(a, "<iq type='set' id='r'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
+        h.take(a);
+        h.send(
+            a,
+            "<iq type='get' id='v'><query xmlns='jabber:iq:roster' ver='2'/></iq>",
+        );
+        assert!(
+            h.take(a)
+                .contains("<item jid='bob@localhost' subscription='remove'/>")
+        );
+    }
+
+    #[test]
+    fn bad_sets_refused() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        for (item, cond) in [
+            ("<item jid='alice@localhost'/>", "not-allowed"),
+            ("<item jid='x@y/z'/>", "bad-request"),
+            ("<item/>", "bad-request"),
+            (
+                "<item jid='b@l'><group>g</group><group>g</group></item>",
+                "bad-request",
+            ),
+            ("<item jid='b@l'><group/></item>", "not-acceptable"),
+            (
+                "<item jid='nobody@l' subscription='remove'/>",
+                "item-not-found",
+            ),
+        ] {
+            h.send(
+                a,
+                &format!(
+                    "<iq type='set' id='s'><query xmlns='jabber:iq:roster'>{item}</query></iq>"
+                ),
+            );
+            let out = h.take(a);
+            assert!(out.contains(&format!("<{cond} ")), "{item}: {out}");
+        }
+        h.send(
+            a,
+            "<iq type='get' id='x' to='bob@localhost'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        assert!(h.take(a).contains("<forbidden "));
+    }
+}

@@ -11,7 +11,10 @@
 use std::time::Instant;
 
 use super::{Action, ConnId, Server};
-use crate::features::{Ctx, Delivered, Flow, Inbound, IqRequest, IqTo, IqType, OutItem, Outbound};
+use crate::features::{
+    Ctx, Delivered, Flow, Inbound, InboundHook, IqRequest, IqTo, IqType, OutItem, Outbound,
+    Registry,
+};
 use crate::jid::Jid;
 use crate::router::{SessionId, Target};
 use crate::stanza::{StanzaCondition, StanzaError, StanzaKind, error_reply, iq_result};
@@ -115,39 +118,32 @@ impl Server {
     ) {
         let hosted = self.config.hosts(to.domain());
         let account = to.to_bare();
+        // An account with a session exists; only otherwise is the store asked (the hot path
+        // of a chat between online users never reads the disk).
         let exists = hosted
             && to.local().is_some()
-            && match self.store.account_credentials(&account.to_string()) {
-                Ok(found) => found.is_some(),
-                Err(err) => {
-                    log::error!("store: {err}");
-                    let err = StanzaError::new(StanzaCondition::InternalServerError);
-                    return self.refuse_origin(origin, &e, err, to);
-                }
-            };
+            && (self.router.sessions_of(&account).next().is_some()
+                || match self.store.account_credentials(&account.to_string()) {
+                    Ok(found) => found.is_some(),
+                    Err(err) => {
+                        log::error!("store: {err}");
+                        let err = StanzaError::new(StanzaCondition::InternalServerError);
+                        return self.refuse_origin(origin, &e, err, to);
+                    }
+                });
         let from_session = match origin {
             Origin::Session(sid, _) => Some(sid),
             Origin::Server => None,
         };
-        if exists {
-            let info = Inbound {
-                from,
-                to,
-                kind,
-                stanza: &e,
-                from_session,
-            };
-            let mut flow = Flow::Continue;
-            for hook in &self.registry.inbound {
-                if hook(&mut ctx!(self, now), &info) == Flow::Stop {
-                    flow = Flow::Stop;
-                    break;
-                }
-            }
-            self.flush_outbox(now);
-            if flow == Flow::Stop {
-                return;
-            }
+        let info = Inbound {
+            from,
+            to,
+            kind,
+            stanza: &e,
+            from_session,
+        };
+        if exists && self.run_inbound_hooks(now, |r| &r.inbound, &info) == Flow::Stop {
+            return;
         }
         let target = self
             .router
@@ -173,30 +169,35 @@ impl Server {
                 }
             }
             Target::Refuse(cond) => {
-                if exists && kind == StanzaKind::Message {
-                    let info = Inbound {
-                        from,
-                        to,
-                        kind,
-                        stanza: &e,
-                        from_session,
-                    };
-                    let mut flow = Flow::Continue;
-                    for hook in &self.registry.undeliverable {
-                        if hook(&mut ctx!(self, now), &info) == Flow::Stop {
-                            flow = Flow::Stop;
-                            break;
-                        }
-                    }
-                    self.flush_outbox(now);
-                    if flow == Flow::Stop {
-                        return;
-                    }
+                if exists
+                    && kind == StanzaKind::Message
+                    && self.run_inbound_hooks(now, |r| &r.undeliverable, &info) == Flow::Stop
+                {
+                    return;
                 }
                 self.refuse_origin(origin, &e, StanzaError::new(cond), to);
             }
             Target::Drop => {}
         }
+    }
+
+    /// Runs one list of inbound-shaped hooks until one stops the stanza, then carries out
+    /// what they queued.
+    fn run_inbound_hooks(
+        &mut self,
+        now: Instant,
+        list: fn(&Registry) -> &Vec<InboundHook>,
+        info: &Inbound,
+    ) -> Flow {
+        let mut flow = Flow::Continue;
+        for hook in list(&self.registry) {
+            if hook(&mut ctx!(self, now), info) == Flow::Stop {
+                flow = Flow::Stop;
+                break;
+            }
+        }
+        self.flush_outbox(now);
+        flow
     }
 
     /// An IQ the server answers itself (RFC 6120 §8.4 for what nobody handles).

@@ -84,7 +84,7 @@ pub trait Store {
 /// The behaviour every `Store` implementation must share, run against each of them.
 #[cfg(test)]
 pub(crate) mod conformance {
-    use super::{MemoryStore, Store};
+    use super::{MemoryStore, RosterItem, Store, Subscription};
     use crate::sasl::{Credentials, ScramCredentials};
 
     /// Distinct, decodable credentials numbered `n`.
@@ -164,8 +164,269 @@ pub(crate) mod conformance {
         );
     }
 
+    fn item(jid: &str, name: &str) -> RosterItem {
+        RosterItem {
+            in_roster: true,
+            name: Some(name.to_owned()),
+            groups: vec!["Friends".to_owned()],
+            subscription: Subscription::To,
+            ask: true,
+            ..RosterItem::new(jid)
+        }
+    }
+
+    fn sorted(mut items: Vec<RosterItem>) -> Vec<RosterItem> {
+        items.sort_by(|a, b| a.jid.cmp(&b.jid));
+        items
+    }
+
+    /// Rosters: versions count up per account from 0, records come back stamped with the
+    /// version of their last change, and accounts do not see each other's records.
+    pub fn roster_suite(s: &mut dyn Store) {
+        let a = "alice@a.example";
+        assert_eq!(s.roster_version(a).unwrap(), 0);
+        assert_eq!(s.roster_items(a).unwrap(), []);
+        assert_eq!(s.roster_item(a, "bob@b.example").unwrap(), None);
+
+        // The version the caller passes is ignored: the store stamps its own.
+        let bob = RosterItem {
+            version: 99,
+            ..item("bob@b.example", "Bob")
+        };
+        assert_eq!(s.roster_put(a, &bob).unwrap(), 1);
+        assert_eq!(
+            s.roster_put(a, &item("carol@b.example", "Carol")).unwrap(),
+            2
+        );
+        let bob2 = RosterItem {
+            subscription: Subscription::Both,
+            ask: false,
+            groups: vec![],
+            name: None,
+            ..bob.clone()
+        };
+        assert_eq!(s.roster_put(a, &bob2).unwrap(), 3);
+        assert_eq!(s.roster_version(a).unwrap(), 3);
+        let want_bob = RosterItem {
+            version: 3,
+            ..bob2.clone()
+        };
+        let want_carol = RosterItem {
+            version: 2,
+            ..item("carol@b.example", "Carol")
+        };
+        assert_eq!(
+            s.roster_item(a, "bob@b.example").unwrap(),
+            Some(want_bob.clone())
+        );
+        assert_eq!(
+            sorted(s.roster_items(a).unwrap()),
+            [want_bob.clone(), want_carol.clone()]
+        );
+
+        // Other accounts, including one whose JID extends this one's, are separate.
+        for other in ["bob@b.example", "alice@a.example.org", "alice@a.exampl"] {
+            assert_eq!(s.roster_version(other).unwrap(), 0, "{other}");
+            assert_eq!(s.roster_items(other).unwrap(), [], "{other}");
+            assert_eq!(s.roster_item(other, "bob@b.example").unwrap(), None);
+        }
+        assert_eq!(
+            s.roster_put("alice@a.example.org", &item("bob@b.example", "B"))
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.roster_version(a).unwrap(), 3);
+        assert_eq!(sorted(s.roster_items(a).unwrap()), [want_bob, want_carol]);
+        assert_eq!(s.roster_items("alice@a.example.org").unwrap().len(), 1);
+    }
+
+    /// Offline queues: arrival order per account, counts per account and in total, and a take
+    /// that empties only the account's own queue.
+    pub fn offline_suite(s: &mut dyn Store) {
+        let a = "alice@a.example";
+        let a2 = "alice@a.example.org";
+        assert_eq!(s.offline_total().unwrap(), 0);
+        assert_eq!(s.offline_count(a).unwrap(), 0);
+        assert_eq!(s.offline_take(a).unwrap(), Vec::<Vec<u8>>::new());
+
+        s.offline_push(a, b"<m1/>").unwrap();
+        s.offline_push(a2, b"<n1/>").unwrap();
+        s.offline_push(a, b"<m2/>").unwrap();
+        s.offline_push("bob@b.example", b"<o1/>").unwrap();
+        s.offline_push(a, b"<m3/>").unwrap();
+        assert_eq!(s.offline_count(a).unwrap(), 3);
+        assert_eq!(s.offline_count(a2).unwrap(), 1);
+        assert_eq!(s.offline_count("bob@b.example").unwrap(), 1);
+        assert_eq!(s.offline_count("carol@b.example").unwrap(), 0);
+        assert_eq!(s.offline_total().unwrap(), 5);
+
+        assert_eq!(
+            s.offline_take(a).unwrap(),
+            [b"<m1/>".to_vec(), b"<m2/>".to_vec(), b"<m3/>".to_vec()]
+        );
+        assert_eq!(s.offline_count(a).unwrap(), 0);
+        assert_eq!(s.offline_total().unwrap(), 2);
+        assert_eq!(s.offline_take(a).unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(s.offline_count(a2).unwrap(), 1);
+
+        // A queue refilled after a take keeps its order, over many messages.
+        let many: Vec<Vec<u8>> = (0..300).map(|i| format!("<m{i}/>").into_bytes()).collect();
+        for m in &many {
+            s.offline_push(a, m).unwrap();
+        }
+        assert_eq!(s.offline_count(a).unwrap(), 300);
+        assert_eq!(s.offline_total().unwrap(), 302);
+        assert_eq!(s.offline_take(a).unwrap(), many);
+        assert_eq!(s.offline_take(a2).unwrap(), [b"<n1/>".to_vec()]);
+        assert_eq!(
+            s.offline_take("bob@b.example").unwrap(),
+            [b"<o1/>".to_vec()]
+        );
+        assert_eq!(s.offline_total().unwrap(), 0);
+    }
+
+    /// Per-account values: put, get, overwrite, delete, and no leaking between accounts or keys.
+    pub fn kv_suite(s: &mut dyn Store) {
+        let a = "alice@a.example";
+        assert_eq!(s.kv_get(a, "vcard").unwrap(), None);
+        s.kv_put(a, "vcard", b"<vCard/>").unwrap();
+        assert_eq!(s.kv_get(a, "vcard").unwrap(), Some(b"<vCard/>".to_vec()));
+        s.kv_put(a, "vcard", b"<vCard><FN>A</FN></vCard>").unwrap();
+        assert_eq!(
+            s.kv_get(a, "vcard").unwrap(),
+            Some(b"<vCard><FN>A</FN></vCard>".to_vec())
+        );
+        s.kv_put(a, "private:jabber:x", b"").unwrap();
+        assert_eq!(s.kv_get(a, "private:jabber:x").unwrap(), Some(Vec::new()));
+        assert_eq!(s.kv_get(a, "vcar").unwrap(), None);
+        assert_eq!(s.kv_get("alice@a.example.org", "vcard").unwrap(), None);
+        assert_eq!(s.kv_get("bob@b.example", "vcard").unwrap(), None);
+
+        s.kv_delete(a, "vcard").unwrap();
+        assert_eq!(s.kv_get(a, "vcard").unwrap(), None);
+        assert_eq!(s.kv_get(a, "private:jabber:x").unwrap(), Some(Vec::new()));
+        // Deleting what is not there is fine.
+        s.kv_delete(a, "vcard").unwrap();
+        s.kv_delete("nobody@a.example", "vcard").unwrap();
+    }
+
+    /// Deleting an account removes its roster, roster version, offline queue and values, and
+    /// nothing of any other account.
+    pub fn account_delete_cascade_suite(s: &mut dyn Store) {
+        let a = "alice@a.example";
+        for acc in [a, "alice@a.example.org", "bob@b.example"] {
+            assert!(s.account_create(acc, &creds(1)).unwrap());
+            s.roster_put(acc, &item("carol@b.example", "C")).unwrap();
+            s.roster_put(acc, &item("dave@b.example", "D")).unwrap();
+            s.offline_push(acc, b"<m/>").unwrap();
+            s.offline_push(acc, b"<n/>").unwrap();
+            s.kv_put(acc, "vcard", b"<vCard/>").unwrap();
+            s.kv_put(acc, "last", b"1").unwrap();
+        }
+        assert_eq!(s.offline_total().unwrap(), 6);
+
+        assert!(s.account_delete(a).unwrap());
+        assert_eq!(s.account_credentials(a).unwrap(), None);
+        assert_eq!(s.roster_items(a).unwrap(), []);
+        assert_eq!(s.roster_item(a, "carol@b.example").unwrap(), None);
+        assert_eq!(s.roster_version(a).unwrap(), 0);
+        assert_eq!(s.offline_count(a).unwrap(), 0);
+        assert_eq!(s.offline_take(a).unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(s.kv_get(a, "vcard").unwrap(), None);
+        assert_eq!(s.kv_get(a, "last").unwrap(), None);
+        assert_eq!(s.offline_total().unwrap(), 4);
+
+        for acc in ["alice@a.example.org", "bob@b.example"] {
+            assert_eq!(s.account_credentials(acc).unwrap(), Some(creds(1)), "{acc}");
+            assert_eq!(s.roster_items(acc).unwrap().len(), 2, "{acc}");
+            assert_eq!(s.roster_version(acc).unwrap(), 2, "{acc}");
+            assert_eq!(s.offline_count(acc).unwrap(), 2, "{acc}");
+            assert_eq!(s.kv_get(acc, "vcard").unwrap(), Some(b"<vCard/>".to_vec()));
+        }
+
+        // A re-created account starts empty.
+        assert!(s.account_create(a, &creds(2)).unwrap());
+        assert_eq!(s.roster_version(a).unwrap(), 0);
+        assert_eq!(s.offline_count(a).unwrap(), 0);
+        assert_eq!(s.kv_get(a, "vcard").unwrap(), None);
+    }
+
+    /// Group commit: every write is readable before `commit`, `has_uncommitted` says whether
+    /// one is pending, and writes that change nothing leave nothing to commit.
+    pub fn group_commit_suite(s: &mut dyn Store) {
+        let a = "alice@a.example";
+        assert!(!s.has_uncommitted());
+        s.commit().unwrap();
+        assert!(!s.has_uncommitted());
+
+        assert!(s.account_create(a, &creds(1)).unwrap());
+        assert!(s.has_uncommitted());
+        s.roster_put(a, &item("bob@b.example", "Bob")).unwrap();
+        s.offline_push(a, b"<m/>").unwrap();
+        s.kv_put(a, "vcard", b"<vCard/>").unwrap();
+        // Read your writes before the commit.
+        assert_eq!(s.account_credentials(a).unwrap(), Some(creds(1)));
+        assert_eq!(s.account_count().unwrap(), 1);
+        assert_eq!(s.account_list(None).unwrap(), [a]);
+        assert_eq!(s.roster_version(a).unwrap(), 1);
+        assert_eq!(s.roster_items(a).unwrap().len(), 1);
+        assert_eq!(s.offline_count(a).unwrap(), 1);
+        assert_eq!(s.offline_total().unwrap(), 1);
+        assert_eq!(s.kv_get(a, "vcard").unwrap(), Some(b"<vCard/>".to_vec()));
+        assert!(s.has_uncommitted());
+
+        s.commit().unwrap();
+        assert!(!s.has_uncommitted());
+        // Still all there after the commit.
+        assert_eq!(s.account_credentials(a).unwrap(), Some(creds(1)));
+        assert_eq!(s.roster_version(a).unwrap(), 1);
+        assert_eq!(s.offline_count(a).unwrap(), 1);
+        assert_eq!(s.kv_get(a, "vcard").unwrap(), Some(b"<vCard/>".to_vec()));
+        // Reads alone leave nothing to commit.
+        assert!(!s.has_uncommitted());
+
+        // Writes that change nothing leave nothing to commit either.
+        assert!(!s.account_create(a, &creds(2)).unwrap());
+        assert!(
+            !s.account_set_credentials("nobody@a.example", &creds(2))
+                .unwrap()
+        );
+        assert_eq!(
+            s.offline_take("nobody@a.example").unwrap(),
+            Vec::<Vec<u8>>::new()
+        );
+        assert!(!s.has_uncommitted());
+        s.commit().unwrap();
+
+        // A second group is independent of the first.
+        assert_eq!(s.offline_take(a).unwrap(), [b"<m/>".to_vec()]);
+        assert!(s.has_uncommitted());
+        assert_eq!(s.offline_total().unwrap(), 0);
+        s.commit().unwrap();
+        assert!(!s.has_uncommitted());
+        assert_eq!(s.offline_total().unwrap(), 0);
+    }
+
+    type Suite = fn(&mut dyn Store);
+
+    /// Every suite, each on a fresh store from `fresh`.
+    pub fn all_suites(mut fresh: impl FnMut() -> Box<dyn Store>) {
+        let suites: [(&str, Suite); 6] = [
+            ("accounts", suite),
+            ("roster", roster_suite),
+            ("offline", offline_suite),
+            ("kv", kv_suite),
+            ("account_delete cascade", account_delete_cascade_suite),
+            ("group commit", group_commit_suite),
+        ];
+        for (name, run) in suites {
+            eprintln!("conformance: {name}");
+            run(fresh().as_mut());
+        }
+    }
+
     #[test]
     fn memory_store_conformance_suite_passes() {
-        suite(&mut MemoryStore::new());
+        all_suites(|| Box::new(MemoryStore::new()));
     }
 }

@@ -183,6 +183,11 @@ impl Server {
         self.child.is_some()
     }
 
+    /// The server process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Starts the binary and waits (bounded) for both ports. A start that fails because a
     /// picked port was taken meanwhile is retried on new ports, at most 3 times.
     pub fn launch(&mut self) {
