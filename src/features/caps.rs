@@ -40,12 +40,12 @@ pub fn host_ver(r: &Registry, config: &Config) -> String {
     ver(r.disco(IqTo::Host), config)
 }
 
-/// Whether `node` is `NODE#VER` for the server's current capabilities (XEP-0115 §6.2: a
-/// disco#info request to that node is answered like one without a node).
-pub fn is_host_node(r: &Registry, config: &Config, node: &str) -> bool {
+/// Whether `node` is `NODE#VER` for `info` (the server's disco#info): XEP-0115 §6.2 has a
+/// disco#info request to that node answered like one without a node.
+pub fn is_caps_node(info: &DiscoInfo, config: &Config, node: &str) -> bool {
     node.strip_prefix(NODE)
         .and_then(|rest| rest.strip_prefix('#'))
-        .is_some_and(|v| v == host_ver(r, config))
+        .is_some_and(|v| v == ver(info, config))
 }
 
 /// The verification string of one disco#info (XEP-0115 §5.1), SHA-1, base64.
@@ -241,9 +241,10 @@ mod tests {
         assert_eq!(c.attr("hash"), Some("sha-1"));
         assert_eq!(c.attr("node"), Some(NODE));
         assert!(r.disco(IqTo::Host).features.contains(&NS_CAPS));
-        assert!(is_host_node(&r, &config, &format!("{NODE}#{ver}")));
-        assert!(!is_host_node(&r, &config, &format!("{NODE}#x{ver}")));
-        assert!(!is_host_node(&r, &config, &ver));
+        let info = r.disco(IqTo::Host);
+        assert!(is_caps_node(info, &config, &format!("{NODE}#{ver}")));
+        assert!(!is_caps_node(info, &config, &format!("{NODE}#x{ver}")));
+        assert!(!is_caps_node(info, &config, &ver));
     }
 
     #[test]
@@ -258,6 +259,40 @@ mod tests {
             hash("server/im//Hearth<urn:example:x<"),
             host_ver(&r, &config)
         );
+    }
+
+    #[test]
+    fn disco_info_to_caps_node_answered_like_no_node() {
+        let mut h = crate::testutil::Harness::new();
+        let a = h.login("alice", "a");
+        let ver = host_ver(&Registry::with_all_features(), &Config::default());
+        h.send(
+            a,
+            "<iq type='get' id='plain' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        );
+        let plain = h.take(a);
+        h.send(
+            a,
+            &format!(
+                "<iq type='get' id='n' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='{NODE}#{ver}'/></iq>"
+            ),
+        );
+        let with_node = h.take(a);
+        assert!(
+            with_node.contains(&format!("node='{NODE}#{ver}'")),
+            "{with_node}"
+        );
+        // Same identities and features, only the node echoed.
+        let body = |s: &str| s.split_once("'>").map(|(_, b)| b.to_owned());
+        let strip = |s: &str| s.replace(&format!(" node='{NODE}#{ver}'"), "");
+        assert_eq!(body(&strip(&with_node)), body(&plain));
+        h.send(
+            a,
+            &format!(
+                "<iq type='get' id='old' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='{NODE}#AAAA'/></iq>"
+            ),
+        );
+        assert!(h.take(a).contains("<item-not-found"));
     }
 
     #[test]

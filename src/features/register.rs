@@ -413,3 +413,463 @@ fn subscription(kind: &str, from: &str, to: &str) -> Element {
         .with_attr("from", from)
         .with_attr("to", to)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{ConnId, TlsInfo};
+    use crate::testutil::{HEADER, Harness, b64};
+
+    fn enabled(per_hour: u32) -> Harness {
+        let mut config = Config::default();
+        config.registration.enabled = true;
+        config.registration.per_ip_per_hour = per_hour;
+        Harness::with_config(config)
+    }
+
+    /// A new connection through STARTTLS, at the SASL step; returns it and the features.
+    fn tls_stream(h: &mut Harness) -> (ConnId, String) {
+        let c = h.connect();
+        h.send(c, HEADER);
+        h.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        h.server.handle_tls_ready(h.now, c, TlsInfo::default());
+        h.drain();
+        h.take(c);
+        h.send(c, HEADER);
+        let features = h.take(c);
+        (c, features)
+    }
+
+    fn plain(user: &str, pw: &str) -> String {
+        let auth = b64(format!("\0{user}\0{pw}").as_bytes());
+        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{auth}</auth>")
+    }
+
+    /// Whether `user`/`pw` authenticates on a fresh connection.
+    fn can_login(h: &mut Harness, user: &str, pw: &str) -> bool {
+        let (c, _) = tls_stream(h);
+        h.send(c, &plain(user, pw));
+        // A failure is answered after the failure delay.
+        h.advance(Duration::from_secs(2));
+        h.take(c).contains("<success")
+    }
+
+    fn reg_set(id: &str, user: &str, pw: &str) -> String {
+        format!(
+            "<iq type='set' id='{id}'><query xmlns='jabber:iq:register'>\
+             <username>{user}</username><password>{pw}</password></query></iq>"
+        )
+    }
+
+    fn error_of(out: &str, id: &str, condition: &str) -> bool {
+        out.contains(&format!("type='error' id='{id}'")) && out.contains(&format!("<{condition} "))
+    }
+
+    #[test]
+    fn preauth_disabled_get_service_unavailable_and_not_advertised() {
+        let mut h = Harness::new();
+        let (c, features) = tls_stream(&mut h);
+        assert!(!features.contains(NS_REGISTER_FEATURE), "{features}");
+        h.send(
+            c,
+            "<iq type='get' id='r1'><query xmlns='jabber:iq:register'/></iq>",
+        );
+        let out = h.take(c);
+        assert!(error_of(&out, "r1", "service-unavailable"), "{out}");
+        h.send(c, &reg_set("r2", "dave", "secret"));
+        assert!(error_of(&h.take(c), "r2", "service-unavailable"));
+        assert!(h.closed.is_empty());
+        assert!(!can_login(&mut h, "dave", "secret"));
+    }
+
+    #[test]
+    fn preauth_enabled_get_returns_form_and_feature_advertised() {
+        let mut h = enabled(5);
+        let (c, features) = tls_stream(&mut h);
+        assert!(
+            features.contains("<register xmlns='http://jabber.org/features/iq-register'/>"),
+            "{features}"
+        );
+        h.send(
+            c,
+            "<iq type='get' id='r1'><query xmlns='jabber:iq:register'/></iq>",
+        );
+        let out = h.take(c);
+        assert!(out.contains("type='result'"), "{out}");
+        assert!(out.contains("id='r1'"), "{out}");
+        assert!(out.contains("<username/><password/></query></iq>"), "{out}");
+        assert!(out.contains("<instructions>"), "{out}");
+    }
+
+    #[test]
+    fn preauth_set_creates_account_then_login_succeeds() {
+        let mut h = enabled(5);
+        let (c, _) = tls_stream(&mut h);
+        h.send(c, &reg_set("r1", "Dave", "secret"));
+        assert_eq!(h.take(c), "<iq type='result' id='r1'/>");
+        // The localpart was normalised: any case logs in.
+        assert!(can_login(&mut h, "dave", "secret"));
+        assert!(can_login(&mut h, "DAVE", "secret"));
+        assert!(!can_login(&mut h, "dave", "pw"));
+        // The registering stream goes on to authenticate as the new account.
+        h.send(c, &plain("dave", "secret"));
+        assert!(h.take(c).contains("<success"));
+    }
+
+    #[test]
+    fn preauth_set_pipelined_auth_waits_for_account() {
+        let mut h = enabled(5);
+        let (c, _) = tls_stream(&mut h);
+        h.send(
+            c,
+            &(reg_set("r1", "erin", "secret") + &plain("erin", "secret")),
+        );
+        let out = h.take(c);
+        let result = out.find("<iq type='result' id='r1'/>");
+        let success = out.find("<success");
+        assert!(result.is_some() && success > result, "{out}");
+    }
+
+    #[test]
+    fn preauth_set_existing_username_gets_conflict() {
+        let mut h = enabled(5);
+        let (c, _) = tls_stream(&mut h);
+        h.send(c, &reg_set("r1", "ALICE", "other"));
+        let out = h.take(c);
+        assert!(error_of(&out, "r1", "conflict"), "{out}");
+        assert!(out.contains("type='cancel'"), "{out}");
+        assert!(can_login(&mut h, "alice", "pw"));
+        assert!(!can_login(&mut h, "alice", "other"));
+    }
+
+    #[test]
+    fn preauth_set_bad_fields_get_errors_named_by_xep() {
+        let mut h = enabled(5);
+        for (user, pw, condition) in [
+            ("a b", "pw", "jid-malformed"),
+            ("x/y", "pw", "jid-malformed"),
+            ("x@y", "pw", "jid-malformed"),
+            ("", "pw", "not-acceptable"),
+            ("frank", "", "not-acceptable"),
+        ] {
+            // Each connection has a few attempts only: one connection per case.
+            let (c, _) = tls_stream(&mut h);
+            h.send(c, &reg_set("r", user, pw));
+            let out = h.take(c);
+            assert!(error_of(&out, "r", condition), "{user:?}/{pw:?}: {out}");
+        }
+        let (c, _) = tls_stream(&mut h);
+        h.send(
+            c,
+            "<iq type='set' id='m'><query xmlns='jabber:iq:register'><username>gina</username></query></iq>",
+        );
+        assert!(error_of(&h.take(c), "m", "not-acceptable"));
+        h.send(
+            c,
+            "<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+        );
+        assert!(error_of(&h.take(c), "rm", "unexpected-request"));
+        assert!(h.closed.is_empty());
+        assert!(!can_login(&mut h, "frank", "pw"));
+    }
+
+    #[test]
+    fn preauth_second_set_after_success_not_acceptable() {
+        let mut h = enabled(5);
+        let (c, _) = tls_stream(&mut h);
+        h.send(c, &reg_set("r1", "dave", "secret"));
+        h.take(c);
+        h.send(c, &reg_set("r2", "dave2", "secret"));
+        assert!(error_of(&h.take(c), "r2", "not-acceptable"));
+        assert!(!can_login(&mut h, "dave2", "secret"));
+    }
+
+    #[test]
+    fn preauth_attempts_per_connection_bounded() {
+        let mut h = enabled(5);
+        let (c, _) = tls_stream(&mut h);
+        for n in 0..MAX_ATTEMPTS_PER_CONNECTION {
+            h.send(c, &reg_set(&format!("r{n}"), "alice", "x"));
+            assert!(error_of(&h.take(c), &format!("r{n}"), "conflict"));
+        }
+        h.send(c, &reg_set("last", "newname", "x"));
+        assert!(error_of(&h.take(c), "last", "not-acceptable"));
+    }
+
+    #[test]
+    fn preauth_over_ip_limit_refused_until_an_hour_passed() {
+        let mut h = enabled(1);
+        let (c, _) = tls_stream(&mut h);
+        h.send(c, &reg_set("r1", "dave", "secret"));
+        assert!(h.take(c).contains("type='result'"));
+        let (c, _) = tls_stream(&mut h);
+        h.send(c, &reg_set("r2", "erin", "secret"));
+        let out = h.take(c);
+        assert!(error_of(&out, "r2", "not-acceptable"), "{out}");
+        assert!(out.contains("type='wait'"), "{out}");
+        assert!(!can_login(&mut h, "erin", "secret"));
+        h.advance(Duration::from_secs(3600));
+        let (c, _) = tls_stream(&mut h);
+        h.send(c, &reg_set("r3", "erin", "secret"));
+        assert!(h.take(c).contains("type='result'"));
+    }
+
+    #[test]
+    fn preauth_register_before_tls_closes_stream() {
+        let mut h = enabled(5);
+        let c = h.connect();
+        h.send(c, HEADER);
+        h.take(c);
+        h.send(c, &reg_set("r1", "dave", "secret"));
+        assert!(h.take(c).contains("<not-authorized"));
+        assert_eq!(h.closed, vec![c]);
+    }
+
+    #[test]
+    fn bound_get_says_registered_with_username() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.send(
+            a,
+            "<iq type='get' id='g' to='localhost'><query xmlns='jabber:iq:register'/></iq>",
+        );
+        let out = h.take(a);
+        assert!(
+            out.contains("<registered/><username>alice</username>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn bound_password_change_then_only_new_password_logs_in() {
+        // Always on, even with account creation off.
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.send(
+            a,
+            "<iq type='set' id='c1' to='localhost'><query xmlns='jabber:iq:register'>\
+             <username>alice</username><password>n3w</password></query></iq>",
+        );
+        let out = h.take(a);
+        assert!(
+            out.contains("type='result'") && out.contains("id='c1'"),
+            "{out}"
+        );
+        assert!(can_login(&mut h, "alice", "n3w"));
+        assert!(!can_login(&mut h, "alice", "pw"));
+        assert!(!h.closed.contains(&a));
+    }
+
+    #[test]
+    fn bound_password_change_refusals_keep_old_password() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        for (id, query) in [
+            // Someone else's username.
+            ("u", "<username>bob</username><password>x</password>"),
+            // §3.3: an empty password never replaces the old one.
+            ("e", "<username>alice</username><password/>"),
+            ("n", "<username>alice</username>"),
+        ] {
+            h.send(
+                a,
+                &format!(
+                    "<iq type='set' id='{id}'><query xmlns='jabber:iq:register'>{query}</query></iq>"
+                ),
+            );
+            let out = h.take(a);
+            assert!(error_of(&out, id, "bad-request"), "{id}: {out}");
+        }
+        // Addressed to another account: never acts on it.
+        h.send(
+            b,
+            "<iq type='set' id='s' to='alice@localhost'><query xmlns='jabber:iq:register'>\
+             <username>alice</username><password>x</password></query></iq>",
+        );
+        assert!(error_of(&h.take(b), "s", "service-unavailable"));
+        h.send(
+            b,
+            "<iq type='set' id='s2' to='alice@localhost'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+        );
+        assert!(error_of(&h.take(b), "s2", "service-unavailable"));
+        assert!(can_login(&mut h, "alice", "pw"));
+        assert!(can_login(&mut h, "bob", "pw"));
+    }
+
+    #[test]
+    fn bound_remove_with_other_children_bad_request() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.send(
+            a,
+            "<iq type='set' id='r'><query xmlns='jabber:iq:register'><remove/><username>alice</username></query></iq>",
+        );
+        assert!(error_of(&h.take(a), "r", "bad-request"));
+        assert!(can_login(&mut h, "alice", "pw"));
+    }
+
+    #[test]
+    fn bound_remove_deletes_account_and_closes_its_sessions() {
+        let mut h = Harness::new();
+        let a1 = h.login("alice", "one");
+        let a2 = h.login("alice", "two");
+        let b = h.login("bob", "b");
+        // Bob has alice on his roster; she subscribes, he approves: his item has `from`.
+        h.send(
+            b,
+            "<iq type='set' id='add'><query xmlns='jabber:iq:roster'><item jid='alice@localhost'/></query></iq>",
+        );
+        h.send(a1, "<presence type='subscribe' to='bob@localhost'/>");
+        h.send(b, "<presence type='subscribed' to='alice@localhost'/>");
+        h.send(
+            b,
+            "<iq type='get' id='ro'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        let roster = h.take(b);
+        assert!(roster.contains("subscription='from'"), "{roster}");
+        h.send(b, "<presence/>");
+        h.take(a1);
+        h.take(a2);
+        h.take(b);
+
+        h.send(
+            a1,
+            "<iq type='set' id='unreg'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+        );
+        let out = h.take(a1);
+        let result = out.find("<iq type='result' id='unreg'");
+        let error = out.find("<not-authorized");
+        assert!(result.is_some() && error > result, "{out}");
+        assert!(h.take(a2).contains("<not-authorized"));
+        assert!(h.closed.contains(&a1) && h.closed.contains(&a2));
+        assert!(!h.closed.contains(&b));
+        // Bob learns the subscription is gone, and his roster says so.
+        let to_bob = h.take(b);
+        assert!(
+            to_bob.contains("type='unsubscribe'") && to_bob.contains("from='alice@localhost'"),
+            "{to_bob}"
+        );
+        assert!(to_bob.contains("subscription='none'"), "{to_bob}");
+        assert!(!can_login(&mut h, "alice", "pw"));
+    }
+
+    #[test]
+    fn account_jid_normalises_and_refuses() {
+        assert_eq!(
+            account_jid("Dave", "localhost").unwrap().to_string(),
+            "dave@localhost"
+        );
+        for bad in ["a/b", "a@b", "a b", "a'b", "\u{7}"] {
+            assert_eq!(
+                account_jid(bad, "localhost").unwrap_err().condition,
+                StanzaCondition::JidMalformed,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            account_jid("", "localhost").unwrap_err().condition,
+            StanzaCondition::NotAcceptable
+        );
+        assert_eq!(
+            account_jid(&"x".repeat(1024), "localhost")
+                .unwrap_err()
+                .condition,
+            StanzaCondition::JidMalformed
+        );
+    }
+
+    #[test]
+    fn derive_credentials_refuses_empty_and_oversized() {
+        let mut zero = |b: &mut [u8]| b.fill(0);
+        for bad in [String::new(), "x".repeat(MAX_PASSWORD_BYTES + 1)] {
+            assert_eq!(
+                derive_credentials(&bad, &mut zero).unwrap_err().condition,
+                StanzaCondition::NotAcceptable
+            );
+        }
+        let c = derive_credentials("secret", &mut zero).unwrap();
+        assert!(crate::sasl::verify_password(&c, "secret"));
+    }
+
+    #[test]
+    fn create_account_disabled_or_foreign_domain_unavailable() {
+        let mut store = crate::store::MemoryStore::new();
+        let creds = crate::store::conformance::creds(1);
+        let jid = Jid::parse("dave@localhost").unwrap();
+        let mut config = Config::default();
+        assert_eq!(
+            create_account(&mut store, &config, &jid, &creds)
+                .unwrap_err()
+                .condition,
+            StanzaCondition::ServiceUnavailable
+        );
+        config.registration.enabled = true;
+        let other = Jid::parse("dave@elsewhere.example").unwrap();
+        assert_eq!(
+            create_account(&mut store, &config, &other, &creds)
+                .unwrap_err()
+                .condition,
+            StanzaCondition::ServiceUnavailable
+        );
+        assert_eq!(create_account(&mut store, &config, &jid, &creds), Ok(()));
+        assert_eq!(
+            create_account(&mut store, &config, &jid, &creds)
+                .unwrap_err()
+                .condition,
+            StanzaCondition::Conflict
+        );
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn limiter_counts_per_address_until_window_passes() {
+        let mut l = RegistrationLimiter::new();
+        let t = Instant::now();
+        let a = ip("192.0.2.1");
+        for _ in 0..3 {
+            assert!(l.allow(a, t, 3));
+            l.record(a, t);
+        }
+        assert!(!l.allow(a, t + Duration::from_secs(3599), 3));
+        assert!(l.allow(ip("192.0.2.2"), t, 3));
+        assert!(l.allow(a, t + WINDOW, 3));
+        l.record(a, t + WINDOW);
+        assert!(l.allow(a, t + WINDOW, 3));
+    }
+
+    #[test]
+    fn limiter_ipv6_counted_per_64_and_mapped_v4_as_v4() {
+        let mut l = RegistrationLimiter::new();
+        let t = Instant::now();
+        l.record(ip("2001:db8:1:2::1"), t);
+        assert!(!l.allow(ip("2001:db8:1:2:ffff::9"), t, 1));
+        assert!(l.allow(ip("2001:db8:1:3::1"), t, 1));
+        l.record(ip("::ffff:192.0.2.7"), t);
+        assert!(!l.allow(ip("192.0.2.7"), t, 1));
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn limiter_full_table_expires_old_then_refuses_new_addresses() {
+        let mut l = RegistrationLimiter::new();
+        let t = Instant::now();
+        for n in 0..MAX_TRACKED_ADDRESSES as u32 {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            l.record(a, t);
+        }
+        assert_eq!(l.len(), MAX_TRACKED_ADDRESSES);
+        let newcomer = ip("198.51.100.1");
+        assert!(!l.allow(newcomer, t + Duration::from_secs(10), 5));
+        l.record(newcomer, t + Duration::from_secs(10));
+        assert_eq!(l.len(), MAX_TRACKED_ADDRESSES);
+        // A known address is still counted normally.
+        assert!(l.allow(ip("10.0.0.1"), t, 5));
+        // Once the old entries expire, there is room again.
+        assert!(l.allow(newcomer, t + WINDOW, 5));
+        assert_eq!(l.len(), 0);
+    }
+}

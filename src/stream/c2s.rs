@@ -355,14 +355,16 @@ impl C2sConn {
             return;
         }
         self.phase = Phase::Open;
-        let reply = Element::new("iq", ns::CLIENT).with_attr("id", iq_id);
         let reply = match result {
             Ok(()) => {
                 self.registered = true;
-                reply.with_attr("type", "result")
+                Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "result")
+                    .with_attr("id", iq_id)
             }
-            Err(err) => reply
+            Err(err) => Element::new("iq", ns::CLIENT)
                 .with_attr("type", "error")
+                .with_attr("id", iq_id)
                 .with_child(err.to_element()),
         };
         send_element(env, &reply);
@@ -897,5 +899,154 @@ impl CredentialLookup for StoreLookup<'_> {
 
     fn fake_salt_key(&self) -> Option<[u8; 32]> {
         Some(self.fake_salt_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Harness;
+
+    const IDLE: Duration = Duration::from_secs(300);
+    const PING_1: &str = "<iq type='get' id='ping-1' to='alice@localhost/a' from='localhost'>\
+                          <ping xmlns='urn:xmpp:ping'/></iq>";
+
+    #[test]
+    fn ping_timeout_is_a_fifth_of_idle_within_bounds() {
+        assert_eq!(ping_timeout(IDLE), Duration::from_secs(60));
+        assert_eq!(
+            ping_timeout(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            ping_timeout(Duration::from_secs(50)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(ping_timeout(Duration::from_secs(2)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bound_quiet_for_idle_timeout_gets_ping() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        assert_eq!(h.server.poll_timeout(), Some(h.now + IDLE));
+        h.advance(IDLE - Duration::from_secs(1));
+        assert_eq!(h.take(a), "");
+        h.advance(Duration::from_secs(1));
+        assert_eq!(h.take(a), PING_1);
+        assert_eq!(
+            h.server.poll_timeout(),
+            Some(h.now + Duration::from_secs(60))
+        );
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_ping_unanswered_closes_with_connection_timeout() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        assert_eq!(h.take(a), PING_1);
+        h.advance(Duration::from_secs(59));
+        assert!(h.closed.is_empty());
+        h.advance(Duration::from_secs(1));
+        let out = h.take(a);
+        assert!(out.contains("<connection-timeout"), "{out}");
+        assert_eq!(h.closed, vec![a]);
+        assert_eq!(h.server.connection_count(), 0);
+        assert_eq!(h.server.poll_timeout(), None);
+    }
+
+    #[test]
+    fn bound_ping_answered_keeps_stream_and_rearms_idle_check() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        assert_eq!(h.take(a), PING_1);
+        h.advance(Duration::from_secs(5));
+        let answered = h.now;
+        h.send(a, "<iq type='result' id='ping-1' to='localhost'/>");
+        // Taken by c2s: not routed, so no error comes back.
+        assert_eq!(h.take(a), "");
+        // The timer is not moved by input; when it fires it re-arms from the last input.
+        h.advance(Duration::from_secs(55));
+        assert!(h.closed.is_empty());
+        assert_eq!(h.take(a), "");
+        assert_eq!(h.server.poll_timeout(), Some(answered + IDLE));
+        h.advance(IDLE - Duration::from_secs(55));
+        assert!(h.take(a).contains("id='ping-2'"));
+    }
+
+    #[test]
+    fn bound_ping_error_reply_counts_as_alive() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        h.take(a);
+        h.send(
+            a,
+            "<iq type='error' id='ping-1'><error type='cancel'>\
+             <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        );
+        h.advance(Duration::from_secs(60));
+        assert_eq!(h.take(a), "");
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_input_defers_ping_without_moving_timer() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let first = h.server.poll_timeout();
+        h.advance(Duration::from_secs(200));
+        h.send(
+            a,
+            "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        assert!(h.take(a).contains("type='result' id='p'"));
+        assert_eq!(
+            h.server.poll_timeout(),
+            first,
+            "input must not re-file the timer"
+        );
+        let input = h.now;
+        h.advance(Duration::from_secs(100));
+        assert_eq!(h.take(a), "", "quiet for 100 s only: no ping");
+        assert_eq!(h.server.poll_timeout(), Some(input + IDLE));
+        h.advance(Duration::from_secs(200));
+        assert!(h.take(a).contains("id='ping-1'"));
+    }
+
+    #[test]
+    fn bound_any_bytes_clear_outstanding_ping() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        h.take(a);
+        // Whitespace keepalive (RFC 6120 §4.6.1) is input too.
+        h.send(a, " ");
+        h.advance(Duration::from_secs(60));
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_idle_timeout_zero_never_pings() {
+        let mut config = Config::default();
+        config.c2s.idle_timeout = Duration::ZERO;
+        let mut h = Harness::with_config(config);
+        let a = h.login("alice", "a");
+        assert_eq!(h.server.poll_timeout(), None);
+        h.advance(Duration::from_secs(10 * 3600));
+        assert_eq!(h.take(a), "");
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_ping_id_result_to_someone_else_is_routed() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        h.send(a, "<iq type='result' id='ping-7' to='bob@localhost/b'/>");
+        assert!(h.take(b).contains("id='ping-7'"));
     }
 }
