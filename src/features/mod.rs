@@ -11,12 +11,18 @@
 pub mod blocking;
 pub mod caps;
 pub mod carbons;
+pub mod contact;
+pub mod datetime;
 pub mod disco;
+pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod private;
 pub mod register;
 pub mod roster;
+pub mod time;
+pub mod vcard;
 pub mod version;
 
 use std::time::Instant;
@@ -237,6 +243,13 @@ impl Registry {
         disco::register(&mut r);
         ping::register(&mut r);
         version::register(&mut r);
+        time::register(&mut r);
+        contact::register(&mut r);
+        private::register(&mut r);
+        // Before presence: their outbound hooks must see presence broadcasts, which
+        // presence's hook stops (vcard adds the photo hash, last keeps the status).
+        vcard::register(&mut r);
+        last::register(&mut r);
         roster::register(&mut r);
         // Before presence: blocking refuses and drops presence that presence would consume,
         // and offline sees a raised priority before presence stores it.

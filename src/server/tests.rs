@@ -153,23 +153,34 @@ fn message_spoofed_from_is_overwritten() {
 }
 
 #[test]
-fn bare_message_to_available_resource_and_offline_error() {
+fn bare_message_to_available_resource_else_offline() {
     let mut h = Harness::new();
     let a = h.login("alice", "a");
     let b = h.login("bob", "b");
-    // bob has not sent initial presence: not available for bare-JID messages.
+    // bob has not sent initial presence: not available, so the message waits offline.
     h.send(
         a,
         "<message to='bob@localhost' type='chat' id='m'><body>1</body></message>",
     );
-    assert!(h.take(a).contains("<service-unavailable"));
+    assert_eq!(h.take(a), "");
     h.send(b, "<presence/>");
-    h.take(b);
+    let got = h.take(b);
+    assert!(
+        got.contains("<body>1</body>") && got.contains("Offline Storage"),
+        "{got}"
+    );
     h.send(
         a,
         "<message to='bob@localhost' type='chat' id='m'><body>2</body></message>",
     );
     assert!(h.take(b).contains("<body>2</body>"));
+    // A headline is neither stored nor bounced.
+    h.send(b, "<presence type='unavailable'/>");
+    h.send(
+        a,
+        "<message to='bob@localhost' type='headline'><body>3</body></message>",
+    );
+    assert_eq!(h.take(a), "");
 }
 
 #[test]

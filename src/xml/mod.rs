@@ -7,6 +7,7 @@
 //! stream error each `XmlError` becomes (`stream::error`).
 
 pub mod element;
+pub mod fragment;
 mod framer;
 pub mod ns;
 pub mod parser;

@@ -274,6 +274,15 @@ impl Server {
         child.wait().ok().map(|s| (s, false))
     }
 
+    /// SIGKILL at once, no clean shutdown: what survives is only what was already durable.
+    /// Returns the exit status (None if the server was not running).
+    pub fn kill_hard(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // `Child::kill` is SIGKILL on Unix.
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.launch();

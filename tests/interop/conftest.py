@@ -23,8 +23,11 @@ import slixmpp
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HEARTH_BIN = os.environ.get("HEARTH_BIN", str(REPO / "target" / "release" / "hearth"))
 DOMAIN = "localhost"
-USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
 WAIT = 10.0  # seconds for one login or one expected stanza
+QUIET = 1.0  # seconds of silence that count as "nothing came"
+# Clients that fetch the roster before initial presence and answer no subscription themselves.
+IM = dict(get_roster=True, auto_subscriptions=False)
 
 
 def free_ports(n: int) -> list[int]:
@@ -44,13 +47,14 @@ def free_ports(n: int) -> list[int]:
 class Hearth:
     """One server process with its own folder, config, log and ports."""
 
-    def __init__(self, *, auth_failure_delay_ms: int = 200):
+    def __init__(self, *, auth_failure_delay_ms: int = 200, limits: dict[str, int] | None = None):
         if not os.access(HEARTH_BIN, os.X_OK):
             pytest.fail(f"hearth binary not found at {HEARTH_BIN} (set HEARTH_BIN or build --release)")
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="hearth-interop-"))
         self.config = self.dir / "hearth.toml"
         self.log_path = self.dir / "server.log"
         self.auth_failure_delay_ms = auth_failure_delay_ms
+        self.limits = dict(limits or {})
         self.proc: subprocess.Popen | None = None
         self.port = self.tls_port = 0
         self._write_config()
@@ -71,6 +75,7 @@ class Hearth:
             "max_connections = 1024\n"
             "max_stanza_bytes = 262144\n"
             "max_depth = 64\n"
+            + "".join(f"{k} = {v}\n" for k, v in self.limits.items())
         )
 
     def cli(self, *args: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -121,6 +126,18 @@ class Hearth:
                 return False
         return True
 
+    def kill_hard(self) -> None:
+        """SIGKILL, no chance to flush anything: what survives is what was durable."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -170,8 +187,20 @@ class Client(slixmpp.ClientXMPP):
     """A slixmpp client pinned to one transport and (optionally) one SASL mechanism, with
     queues and events for what the tests wait on."""
 
-    def __init__(self, jid: str, password: str, *, mech: str | None = None, direct_tls: bool = False):
+    def __init__(self, jid: str, password: str, *, mech: str | None = None, direct_tls: bool = False,
+                 plugins: tuple[str, ...] = (), get_roster: bool = False, initial_presence: bool = True,
+                 auto_subscriptions: bool = True):
         super().__init__(jid, password, sasl_mech=mech)
+        for name in plugins:
+            self.register_plugin(name)
+        # Before initial presence: RFC 6121 §2.2, roster pushes only reach resources that asked.
+        self.want_roster = get_roster
+        self.initial_presence = initial_presence
+        if not auto_subscriptions:
+            # slixmpp answers subscription requests itself by default (and subscribes back);
+            # tests of the state machine decide every answer themselves.
+            self.roster.auto_authorize = None
+            self.roster.auto_subscribe = False
         # The server's certificate is self-signed.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
@@ -187,15 +216,29 @@ class Client(slixmpp.ClientXMPP):
         self.stream_errors: list[str] = []
         self.messages: asyncio.Queue = asyncio.Queue()
         self.presences: asyncio.Queue = asyncio.Queue()
+        # Message errors, body or not (slixmpp's "message" event only fires for a <body>).
+        self.message_errors: asyncio.Queue = asyncio.Queue()
+        # Roster results and pushes (iq type='set'), in arrival order.
+        self.roster_iqs: asyncio.Queue = asyncio.Queue()
+        self.roster_result = None
+        self.start_error: Exception | None = None
         self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("failed_auth", self._on_failed_auth)
         self.add_event_handler("stream_error", lambda e: self.stream_errors.append(e["condition"]))
         self.add_event_handler("disconnected", lambda _e: self.gone.set())
         self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
         self.add_event_handler("presence", lambda p: self.presences.put_nowait(p))
+        self.add_event_handler("message_error", lambda m: self.message_errors.put_nowait(m))
+        self.add_event_handler("roster_update", lambda iq: self.roster_iqs.put_nowait(iq))
 
     async def _on_start(self, _event) -> None:
-        self.send_presence()
+        if self.want_roster:
+            try:
+                self.roster_result = await self.get_roster(timeout=WAIT)
+            except Exception as e:  # IqError, IqTimeout: the test fails in `login`
+                self.start_error = e
+        if self.initial_presence:
+            self.send_presence()
         self.started.set()
 
     def _on_failed_auth(self, stanza) -> None:
@@ -216,10 +259,11 @@ class Client(slixmpp.ClientXMPP):
 
 
 async def login(server: Hearth, local: str, password: str | None = None, *, resource: str = "interop",
-                mech: str | None = None, direct_tls: bool = False) -> Client:
-    """Connects and waits (bounded) for session_start; fails the test on auth failure."""
+                mech: str | None = None, direct_tls: bool = False, **client_opts) -> Client:
+    """Connects and waits (bounded) for session_start; fails the test on auth failure.
+    `client_opts` go to `Client` (plugins, get_roster, initial_presence, auto_subscriptions)."""
     c = Client(f"{local}@{DOMAIN}/{resource}", password if password is not None else USERS[local],
-               mech=mech, direct_tls=direct_tls)
+               mech=mech, direct_tls=direct_tls, **client_opts)
     c.connect("127.0.0.1", server.tls_port if direct_tls else server.port)
     started = asyncio.ensure_future(c.started.wait())
     failed = asyncio.ensure_future(c.auth_failed.wait())
@@ -231,7 +275,124 @@ async def login(server: Hearth, local: str, password: str | None = None, *, reso
         why = f"auth failures {c.auth_failures}" if failed in done else f"no session within {WAIT}s"
         pytest.fail(f"login {local} ({mech or 'any mech'}, {'direct TLS' if direct_tls else 'STARTTLS'}): {why}\n"
                     f"server log tail:\n" + "\n".join(server.log_text().splitlines()[-30:]))
+    if c.start_error is not None:
+        await c.close()
+        pytest.fail(f"login {local}: roster get failed: {c.start_error!r}")
     return c
+
+
+class Clients:
+    """`async with Clients(server, "alice", ("bob", "b2"), get_roster=True) as (a, b):` logs in
+    each (local or (local, resource)) in order, bounded, and closes them all on the way out."""
+
+    def __init__(self, server: Hearth, *specs, **client_opts):
+        self.server = server
+        self.specs = specs
+        self.opts = client_opts
+        self.clients: list[Client] = []
+
+    async def __aenter__(self) -> list[Client]:
+        for spec in self.specs:
+            local, resource = (spec, "r1") if isinstance(spec, str) else spec
+            self.clients.append(await login(self.server, local, resource=resource, **self.opts))
+        return list(self.clients)
+
+    async def __aexit__(self, *_exc) -> None:
+        for c in self.clients:
+            await c.close()
+
+
+def bare(local: str) -> str:
+    return f"{local}@{DOMAIN}"
+
+
+async def next_matching(queue: asyncio.Queue, pred, what: str, timeout: float = WAIT):
+    """The first item of `queue` satisfying `pred` (others are dropped), within `timeout`."""
+    seen = []
+
+    async def loop():
+        while True:
+            item = await queue.get()
+            if pred(item):
+                return item
+            seen.append(item)
+
+    try:
+        return await asyncio.wait_for(loop(), timeout)
+    except asyncio.TimeoutError:
+        shown = "\n".join(str(x) for x in seen[-10:])
+        raise AssertionError(f"no {what} within {timeout}s; skipped:\n{shown}") from None
+
+
+async def none_matching(queue: asyncio.Queue, pred, what: str, quiet: float = 1.0) -> None:
+    """Asserts nothing satisfying `pred` arrives on `queue` for `quiet` seconds."""
+    deadline = asyncio.get_running_loop().time() + quiet
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        try:
+            item = await asyncio.wait_for(queue.get(), left)
+        except asyncio.TimeoutError:
+            return
+        assert not pred(item), f"unexpected {what}: {item}"
+
+
+def presence_pred(frm: str | None = None, ptype: str | None = None):
+    """Matches a presence by `from` (a full JID exactly, or a bare JID from any resource) and
+    type (slixmpp's view: 'available' for no type)."""
+    def pred(p) -> bool:
+        if frm is not None:
+            got = str(p["from"]) if "/" in frm else p["from"].bare
+            if got != frm:
+                return False
+        return ptype is None or p["type"] == ptype
+    return pred
+
+
+async def wait_presence(client: Client, frm: str | None = None, ptype: str | None = None,
+                        timeout: float = WAIT):
+    return await next_matching(client.presences, presence_pred(frm, ptype),
+                               f"presence from={frm} type={ptype} at {client.boundjid}", timeout)
+
+
+async def wait_message(client: Client, body: str, timeout: float = WAIT):
+    return await next_matching(client.messages, lambda m: m["body"] == body,
+                               f"message {body!r} at {client.boundjid}", timeout)
+
+
+async def wait_push(client: Client, jid: str, timeout: float = WAIT) -> dict:
+    """The next roster push (iq set) carrying `jid`: that item's attributes exactly as sent,
+    its groups under "groups", and the push's `ver` under "ver"."""
+    def pred(iq) -> bool:
+        return iq["type"] == "set" and roster_item_xml(iq, jid) is not None
+    iq = await next_matching(client.roster_iqs, pred, f"roster push for {jid} at {client.boundjid}",
+                             timeout)
+    item = roster_item_xml(iq, jid)
+    out = dict(item.attrib)
+    out["groups"] = [g.text or "" for g in item.iter("{jabber:iq:roster}group")]
+    out["ver"] = iq["roster"]["ver"]
+    return out
+
+
+def roster_item_xml(iq, jid: str):
+    """The raw <item/> for `jid` in a roster IQ, or None (attributes as the server sent them)."""
+    for item in iq.xml.iter("{jabber:iq:roster}item"):
+        if item.get("jid") == jid:
+            return item
+    return None
+
+
+async def raw_iq(client: Client, itype: str, payload: str, to: str | None = None, timeout: float = WAIT):
+    """Sends an IQ with a raw XML payload; returns the result stanza (IqError on an error)."""
+    from slixmpp.xmlstream import ET
+
+    iq = client.Iq()
+    iq["type"] = itype
+    if to is not None:
+        iq["to"] = to
+    iq.append(ET.fromstring(payload))
+    return await iq.send(timeout=timeout)
 
 
 def run(coro, timeout: float = 60):
@@ -250,3 +411,45 @@ def run(coro, timeout: float = 60):
             loop.run_until_complete(asyncio.wait(pending, timeout=5))
         loop.close()
         asyncio.set_event_loop(None)
+
+
+async def subscribe_to(user, contact) -> None:
+    """user asks contact, contact approves; both sides checked (RFC 6121 §3.1)."""
+    u, c = user.boundjid.bare, contact.boundjid.bare
+    user.send_presence(pto=c, ptype="subscribe")
+    await next_matching(contact.presences, lambda p: p["type"] == "subscribe" and str(p["from"]) == u,
+                        f"subscribe from {u} at {c}")
+    contact.send_presence(pto=u, ptype="subscribed")
+    await next_matching(user.presences, lambda p: p["type"] == "subscribed" and str(p["from"]) == c,
+                        f"subscribed from {c} at {u}")
+
+
+async def make_mutual(a, b) -> None:
+    """Both ways; for clients with a roster, waits until each has the other as 'both' and
+    then forgets the pushes so far, so that a test's next wait sees only new ones."""
+    await subscribe_to(a, b)
+    await subscribe_to(b, a)
+    for x, y in ((a, b), (b, a)):
+        if x.want_roster:
+            jid = y.boundjid.bare
+            await next_matching(
+                x.roster_iqs,
+                lambda iq, jid=jid: iq["type"] == "set" and (i := roster_item_xml(iq, jid)) is not None
+                and i.get("subscription") == "both",
+                f"push of {jid} as 'both' at {x.boundjid}")
+            drain(x.roster_iqs)
+
+
+def drain(queue: asyncio.Queue) -> list:
+    """Takes everything queued so far."""
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
+
+
+def send_with_id(c: Client, to: str, body: str, mid: str, mtype: str = "chat") -> None:
+    """A message with a chosen id, so that an error bounced for it can be matched."""
+    m = c.make_message(mto=to, mbody=body, mtype=mtype)
+    m["id"] = mid
+    m.send()
