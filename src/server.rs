@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::features::register::{self, RegistrationLimiter};
 use crate::features::{Ctx, Outbox, Registry};
 use crate::jid::Jid;
 use crate::router::{Router, SessionId};
@@ -92,6 +93,8 @@ pub struct Server {
     /// Made once so an unknown account's SCRAM salt is the same on every attempt.
     fake_salt_key: [u8; 32],
     started: Instant,
+    /// Accounts created in-band per address (XEP-0077), bounded.
+    registration_limiter: RegistrationLimiter,
 }
 
 impl Server {
@@ -117,6 +120,7 @@ impl Server {
             pending: VecDeque::new(),
             held: VecDeque::new(),
             outbox: Outbox::default(),
+            registration_limiter: RegistrationLimiter::new(),
         }
     }
 
@@ -283,6 +287,25 @@ impl Server {
                 }
                 Upcall::Bind { iq_id, resource } => self.bind(now, id, &iq_id, resource),
                 Upcall::Stanza(e) => self.route_from_session(now, id, e),
+                Upcall::Register {
+                    iq_id,
+                    account,
+                    credentials,
+                } => {
+                    let Some(ip) = self.conns.get(&id).map(|c| c.peer.ip()) else {
+                        continue;
+                    };
+                    let result = register::create_account_limited(
+                        &mut self.registration_limiter,
+                        ip,
+                        now,
+                        &mut *self.store,
+                        &self.config,
+                        &account,
+                        &credentials,
+                    );
+                    self.with_conn(id, |c, env| c.register_done(now, &iq_id, result, env));
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Service Discovery (XEP-0030): disco#info generated from the registry, so it lists exactly
 //! what is registered; disco#items is empty until there are components.
 
-use super::{Ctx, IqRequest, IqResult, IqTo, IqType, Registry};
+use super::{Ctx, IqRequest, IqResult, IqTo, IqType, Registry, caps};
 use crate::stanza::{StanzaCondition, StanzaError};
 use crate::xml::{Element, ns};
 
@@ -17,9 +17,13 @@ pub fn register(r: &mut Registry) {
 }
 
 fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
-    // Nodes (XEP-0030 §3.2) are not used by any registered feature yet.
-    if req.payload.attr("node").is_some() {
-        return Err(StanzaError::new(StanzaCondition::ItemNotFound));
+    // Nodes (XEP-0030 §3.2): only the server's caps node (XEP-0115 §6.2), which names this
+    // same information.
+    let node = req.payload.attr("node");
+    if let Some(n) = node {
+        if req.to.local().is_some() || !caps::is_caps_node(req.disco, ctx.config, n) {
+            return Err(StanzaError::new(StanzaCondition::ItemNotFound));
+        }
     }
     // XEP-0030 §3.1 / RFC 6121: an account's info is for the account itself (and, with
     // rosters, its contacts); strangers learn nothing about it.
@@ -27,6 +31,9 @@ fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
         return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
     }
     let mut q = Element::new("query", ns::DISCO_INFO);
+    if let Some(n) = node {
+        q.set_attr("node", n);
+    }
     for (category, kind, name) in &req.disco.identities {
         let mut i = Element::new("identity", ns::DISCO_INFO)
             .with_attr("category", category)

@@ -9,6 +9,7 @@
 //! get `service-unavailable` from the server (RFC 6120 §8.4), never from a feature.
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod contact;
 pub mod datetime;
@@ -18,6 +19,7 @@ pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod private;
+pub mod register;
 pub mod roster;
 pub mod time;
 pub mod vcard;
@@ -56,6 +58,8 @@ pub(crate) enum OutItem {
     /// A stanza to route by its `to`, as coming from the server (not from a session): it
     /// passes the inbound hooks of its recipient and is delivered or dropped, never bounced.
     Route(Element),
+    /// Ends every stream of an account with `<not-authorized/>` and this text.
+    CloseAccount(Jid, &'static str),
 }
 
 impl Outbox {
@@ -83,6 +87,13 @@ impl Outbox {
     /// Routes a stanza as from the server (its `from` is kept as set).
     pub fn route(&mut self, e: Element) {
         self.items.push(OutItem::Route(e));
+    }
+
+    /// Closes every session of `account` with a `<not-authorized/>` stream error saying
+    /// `why` (e.g. the account was removed), after what was queued before.
+    pub fn close_account(&mut self, account: &Jid, why: &'static str) {
+        self.items
+            .push(OutItem::CloseAccount(account.to_bare(), why));
     }
 }
 
@@ -248,6 +259,8 @@ impl Registry {
         offline::register(&mut r);
         carbons::register(&mut r);
         presence::register(&mut r);
+        register::register(&mut r);
+        caps::register(&mut r);
         r
     }
 

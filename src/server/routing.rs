@@ -18,6 +18,7 @@ use crate::features::{
 use crate::jid::Jid;
 use crate::router::{SessionId, Target};
 use crate::stanza::{StanzaCondition, StanzaError, StanzaKind, error_reply, iq_result};
+use crate::stream::error::{StreamCondition, StreamError};
 use crate::xml::{Element, ns};
 
 /// Most stanzas one feature call may cause to be routed before the server stops following
@@ -336,6 +337,20 @@ impl Server {
                             continue;
                         };
                         self.route(now, Origin::Server, &from, &to, kind, e);
+                    }
+                    OutItem::CloseAccount(account, why) => {
+                        let conns: Vec<ConnId> =
+                            self.router.sessions_of(&account).map(|s| s.conn).collect();
+                        for c in conns {
+                            // The closes are upcalls: the `process` loop this runs under
+                            // ends the sessions after what is already queued.
+                            self.with_conn(c, |c, env| {
+                                c.fail(
+                                    StreamError::with_text(StreamCondition::NotAuthorized, why),
+                                    env,
+                                )
+                            });
+                        }
                     }
                 }
             }

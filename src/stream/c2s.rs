@@ -2,18 +2,22 @@
 //! resource binding, for one connection.
 //!
 //! Owns: the parser of one connection, what has been negotiated on it (TLS, the authenticated
-//! account, the bound JID), the authentication deadline and failure delays, and turning parser
-//! errors into stream errors. Leaves to `server`: binding a resource in the router (this module
-//! asks with `Upcall::Bind` and pauses until `bind_done`) and routing stanzas once bound
+//! account, the bound JID), the authentication deadline and failure delays, in-band
+//! registration before authentication (XEP-0077 §3.1, wire rules in `features::register`),
+//! keeping a bound client alive with server pings (XEP-0199 §4.3) and turning parser errors
+//! into stream errors. Leaves to `server`: binding a resource in the router (this module asks
+//! with `Upcall::Bind` and pauses until `bind_done`), creating a registered account
+//! (`Upcall::Register`, paused until `register_done`) and routing stanzas once bound
 //! (`Upcall::Stanza`).
 //!
 //! The negotiation is kept as facts (`tls`, `account`, `bound`) rather than one state per step,
 //! because what a stream accepts depends on exactly those facts; SASL2/Bind2 (XEP-0388/0386)
 //! will add paths that set the same facts in one round trip.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::features::register::{self as registration, Request as RegisterRequest};
 use crate::jid::Jid;
 use crate::sasl::{
     self, ChannelBinding, CredentialLookup, Credentials, SaslFailure, SaslSession, SaslStep,
@@ -40,6 +44,15 @@ pub enum Upcall {
     },
     /// A stanza from the bound session, `from` already stamped.
     Stanza(Element),
+    /// In-band registration (XEP-0077) before authentication: create `account` (normalised,
+    /// bare, on this stream's domain) with `credentials`, through
+    /// `features::register::create_account_limited`. The connection pauses until
+    /// `C2sConn::register_done`.
+    Register {
+        iq_id: String,
+        account: Jid,
+        credentials: Credentials,
+    },
 }
 
 /// What a connection may use while handling input.
@@ -67,6 +80,8 @@ enum Phase {
     AuthDelay,
     /// Waiting for the server to bind a resource.
     BindPending,
+    /// Waiting for the server to create a registered account.
+    RegisterPending,
     /// Closed; nothing more is read or sent.
     Closed,
 }
@@ -92,6 +107,32 @@ pub struct C2sConn {
     deadline: Option<Instant>,
     /// The authentication deadline, kept aside while `deadline` times a failure delay.
     auth_deadline: Option<Instant>,
+    /// Registration sets this connection made, and whether one created an account.
+    registration_attempts: u32,
+    registered: bool,
+    /// When bytes last arrived. Once bound, `deadline` is not moved on each input (that
+    /// would re-file the server's timer on every stanza): the timer fires at the old
+    /// deadline and `handle_timeout` re-arms it from here.
+    last_input: Instant,
+    /// The server ping waiting for any input, once the client fell quiet.
+    ping: Option<Ping>,
+    /// Pings sent, for their ids.
+    pings_sent: u64,
+}
+
+/// An unanswered server ping.
+struct Ping {
+    /// No input by then: the connection is dead.
+    deadline: Instant,
+}
+
+/// Prefix of the ids of server pings; their answers are taken here, not routed.
+const PING_ID_PREFIX: &str = "ping-";
+
+/// How long a pinged client has to answer: a fifth of the idle time, between 1 s and 60 s
+/// (a phone on a slow network needs seconds; a dead peer should not hold memory long).
+fn ping_timeout(idle: Duration) -> Duration {
+    (idle / 5).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 struct SaslExchange {
@@ -123,6 +164,11 @@ impl C2sConn {
             delayed_failure: None,
             deadline: Some(now + config.c2s.auth_timeout),
             auth_deadline: None,
+            registration_attempts: 0,
+            registered: false,
+            last_input: now,
+            ping: None,
+            pings_sent: 0,
         }
     }
 
@@ -167,6 +213,9 @@ impl C2sConn {
             Phase::ExpectTls => return,
             _ => {}
         }
+        // Any input shows the peer is alive, whatever it is (XEP-0199 §4.3 needs no match).
+        self.last_input = now;
+        self.ping = None;
         if let Err(e) = self.parser.feed(bytes) {
             self.fail(StreamError::from(e), env);
             return;
@@ -210,7 +259,51 @@ impl C2sConn {
                 ),
                 env,
             );
+            return;
         }
+        self.idle_timeout(now, env);
+    }
+
+    /// A bound stream's timer fired: ping a quiet client, close one that stayed silent after
+    /// the ping, or re-arm for the input that came since.
+    fn idle_timeout(&mut self, now: Instant, env: &mut Env) {
+        let idle = env.config.c2s.idle_timeout;
+        if idle.is_zero() {
+            self.deadline = None;
+            return;
+        }
+        if let Some(p) = &self.ping {
+            if now >= p.deadline {
+                return self.fail(
+                    StreamError::with_text(
+                        StreamCondition::ConnectionTimeout,
+                        "no answer to a ping",
+                    ),
+                    env,
+                );
+            }
+            self.deadline = Some(p.deadline);
+            return;
+        }
+        let due = self.last_input + idle;
+        if now < due {
+            self.deadline = Some(due);
+            return;
+        }
+        let (Some(jid), Some(domain)) = (&self.bound, &self.domain) else {
+            return;
+        };
+        self.pings_sent += 1;
+        let iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", &format!("{PING_ID_PREFIX}{}", self.pings_sent))
+            .with_attr("to", &jid.to_string())
+            .with_attr("from", domain)
+            .with_child(Element::new("ping", ns::PING));
+        send_element(env, &iq);
+        let deadline = now + ping_timeout(idle);
+        self.ping = Some(Ping { deadline });
+        self.deadline = Some(deadline);
     }
 
     /// The server's answer to `Upcall::Bind`.
@@ -235,8 +328,39 @@ impl C2sConn {
                             .with_child(Element::new("jid", ns::BIND).with_text(&jid.to_string())),
                     );
                 self.bound = Some(jid);
-                self.deadline = None;
+                // From here the timer is the idle check (server pings), if enabled.
+                self.last_input = now;
+                let idle = env.config.c2s.idle_timeout;
+                self.deadline = (!idle.is_zero()).then(|| now + idle);
                 r
+            }
+            Err(err) => Element::new("iq", ns::CLIENT)
+                .with_attr("type", "error")
+                .with_attr("id", iq_id)
+                .with_child(err.to_element()),
+        };
+        send_element(env, &reply);
+        self.pump(now, env);
+    }
+
+    /// The server's answer to `Upcall::Register`.
+    pub fn register_done(
+        &mut self,
+        now: Instant,
+        iq_id: &str,
+        result: Result<(), StanzaError>,
+        env: &mut Env,
+    ) {
+        if self.phase != Phase::RegisterPending {
+            return;
+        }
+        self.phase = Phase::Open;
+        let reply = match result {
+            Ok(()) => {
+                self.registered = true;
+                Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "result")
+                    .with_attr("id", iq_id)
             }
             Err(err) => Element::new("iq", ns::CLIENT)
                 .with_attr("type", "error")
@@ -388,6 +512,9 @@ impl C2sConn {
                 mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
             }
             f.push(mechs);
+            if let Some(r) = registration::stream_feature(env.config) {
+                f.push(r);
+            }
             if cb.tls_exporter.is_some() {
                 // XEP-0440: say which channel-binding types the -PLUS mechanisms accept.
                 f.push(
@@ -463,6 +590,9 @@ impl C2sConn {
     }
 
     fn handle_sasl(&mut self, now: Instant, e: Element, env: &mut Env) {
+        if e.is("iq", ns::CLIENT) && e.child("query", registration::NS_REGISTER).is_some() {
+            return self.handle_register(e, env);
+        }
         if e.ns != ns::SASL {
             return self.refuse_unauthenticated(e, env);
         }
@@ -588,6 +718,86 @@ impl C2sConn {
         self.deadline = Some(now + env.config.c2s.auth_failure_delay);
     }
 
+    /// XEP-0077 §3.1 before authentication: the form, or a new account. What can be refused
+    /// without the store's write (bad fields, a taken name) is refused here, before the
+    /// costly credential derivation; the server only creates.
+    fn handle_register(&mut self, e: Element, env: &mut Env) {
+        let domain = self.domain.clone().unwrap_or_default();
+        let refuse = |env: &mut Env, err: StanzaError| {
+            if let Some(r) = error_reply(&e, &err, &domain) {
+                send_element(env, &r);
+            }
+        };
+        let (Some(iq_id), Some(query)) = (
+            e.attr("id").map(str::to_owned),
+            e.child("query", registration::NS_REGISTER),
+        ) else {
+            return refuse(env, StanzaError::new(StanzaCondition::BadRequest));
+        };
+        if e.child_elements().count() != 1 {
+            return refuse(env, StanzaError::new(StanzaCondition::BadRequest));
+        }
+        let get = match e.attr("type") {
+            Some("get") => true,
+            Some("set") => false,
+            // A result or error answers nothing we asked.
+            _ => return,
+        };
+        if !env.config.registration.enabled {
+            return refuse(env, StanzaError::new(StanzaCondition::ServiceUnavailable));
+        }
+        if get {
+            let r = crate::stanza::iq_result(&e, &domain).with_child(registration::form());
+            return send_element(env, &r);
+        }
+        if self.registered
+            || self.registration_attempts >= registration::MAX_ATTEMPTS_PER_CONNECTION
+        {
+            return refuse(
+                env,
+                StanzaError::with_text(
+                    StanzaCondition::NotAcceptable,
+                    "no more registrations on this connection",
+                ),
+            );
+        }
+        self.registration_attempts += 1;
+        let (username, password) = match registration::parse_set(query) {
+            Ok(RegisterRequest::Fields { username, password }) => (username, password),
+            // §3.2: an entity that is not registered has nothing to cancel.
+            Ok(RegisterRequest::Remove) => {
+                return refuse(env, StanzaError::new(StanzaCondition::UnexpectedRequest));
+            }
+            Err(err) => return refuse(env, err),
+        };
+        let account = match registration::account_jid(username.as_deref().unwrap_or(""), &domain) {
+            Ok(a) => a,
+            Err(err) => return refuse(env, err),
+        };
+        match env.store.account_credentials(&account.to_string()) {
+            Ok(None) => {}
+            Ok(Some(_)) => return refuse(env, StanzaError::new(StanzaCondition::Conflict)),
+            Err(err) => {
+                log::error!("store: {err}");
+                return refuse(env, StanzaError::new(StanzaCondition::InternalServerError));
+            }
+        }
+        let random = &mut *env.random;
+        let credentials =
+            match registration::derive_credentials(password.as_deref().unwrap_or(""), &mut |b| {
+                random.fill(b)
+            }) {
+                Ok(c) => c,
+                Err(err) => return refuse(env, err),
+            };
+        self.phase = Phase::RegisterPending;
+        env.out.push(Upcall::Register {
+            iq_id,
+            account,
+            credentials,
+        });
+    }
+
     fn handle_pre_bind(&mut self, e: Element, env: &mut Env) {
         if e.is("iq", ns::CLIENT) && e.attr("type") == Some("set") {
             if let Some(bind) = e.child("bind", ns::BIND) {
@@ -614,6 +824,9 @@ impl C2sConn {
                 env,
             );
         }
+        if self.is_ping_answer(&e) {
+            return;
+        }
         // RFC 6120 §8.1.2.1: the server stamps `from` with the session's full JID.
         e.set_attr("from", &jid.to_string());
         // The legacy session IQ (RFC 3921 §3) is a no-op kept for old clients.
@@ -638,6 +851,19 @@ impl C2sConn {
             return;
         }
         env.out.push(Upcall::Stanza(e));
+    }
+}
+
+impl C2sConn {
+    /// A client's answer (result, or an error from one without XEP-0199) to a server ping:
+    /// its arrival already counted as input; it goes no further.
+    fn is_ping_answer(&self, e: &Element) -> bool {
+        e.name == "iq"
+            && matches!(e.attr("type"), Some("result" | "error"))
+            && e.attr("id")
+                .is_some_and(|id| id.starts_with(PING_ID_PREFIX))
+            && e.attr("to")
+                .is_none_or(|t| Some(t) == self.domain.as_deref())
     }
 }
 
@@ -673,5 +899,154 @@ impl CredentialLookup for StoreLookup<'_> {
 
     fn fake_salt_key(&self) -> Option<[u8; 32]> {
         Some(self.fake_salt_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Harness;
+
+    const IDLE: Duration = Duration::from_secs(300);
+    const PING_1: &str = "<iq type='get' id='ping-1' to='alice@localhost/a' from='localhost'>\
+                          <ping xmlns='urn:xmpp:ping'/></iq>";
+
+    #[test]
+    fn ping_timeout_is_a_fifth_of_idle_within_bounds() {
+        assert_eq!(ping_timeout(IDLE), Duration::from_secs(60));
+        assert_eq!(
+            ping_timeout(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            ping_timeout(Duration::from_secs(50)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(ping_timeout(Duration::from_secs(2)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bound_quiet_for_idle_timeout_gets_ping() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        assert_eq!(h.server.poll_timeout(), Some(h.now + IDLE));
+        h.advance(IDLE - Duration::from_secs(1));
+        assert_eq!(h.take(a), "");
+        h.advance(Duration::from_secs(1));
+        assert_eq!(h.take(a), PING_1);
+        assert_eq!(
+            h.server.poll_timeout(),
+            Some(h.now + Duration::from_secs(60))
+        );
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_ping_unanswered_closes_with_connection_timeout() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        assert_eq!(h.take(a), PING_1);
+        h.advance(Duration::from_secs(59));
+        assert!(h.closed.is_empty());
+        h.advance(Duration::from_secs(1));
+        let out = h.take(a);
+        assert!(out.contains("<connection-timeout"), "{out}");
+        assert_eq!(h.closed, vec![a]);
+        assert_eq!(h.server.connection_count(), 0);
+        assert_eq!(h.server.poll_timeout(), None);
+    }
+
+    #[test]
+    fn bound_ping_answered_keeps_stream_and_rearms_idle_check() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        assert_eq!(h.take(a), PING_1);
+        h.advance(Duration::from_secs(5));
+        let answered = h.now;
+        h.send(a, "<iq type='result' id='ping-1' to='localhost'/>");
+        // Taken by c2s: not routed, so no error comes back.
+        assert_eq!(h.take(a), "");
+        // The timer is not moved by input; when it fires it re-arms from the last input.
+        h.advance(Duration::from_secs(55));
+        assert!(h.closed.is_empty());
+        assert_eq!(h.take(a), "");
+        assert_eq!(h.server.poll_timeout(), Some(answered + IDLE));
+        h.advance(IDLE - Duration::from_secs(55));
+        assert!(h.take(a).contains("id='ping-2'"));
+    }
+
+    #[test]
+    fn bound_ping_error_reply_counts_as_alive() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        h.take(a);
+        h.send(
+            a,
+            "<iq type='error' id='ping-1'><error type='cancel'>\
+             <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        );
+        h.advance(Duration::from_secs(60));
+        assert_eq!(h.take(a), "");
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_input_defers_ping_without_moving_timer() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let first = h.server.poll_timeout();
+        h.advance(Duration::from_secs(200));
+        h.send(
+            a,
+            "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        assert!(h.take(a).contains("type='result' id='p'"));
+        assert_eq!(
+            h.server.poll_timeout(),
+            first,
+            "input must not re-file the timer"
+        );
+        let input = h.now;
+        h.advance(Duration::from_secs(100));
+        assert_eq!(h.take(a), "", "quiet for 100 s only: no ping");
+        assert_eq!(h.server.poll_timeout(), Some(input + IDLE));
+        h.advance(Duration::from_secs(200));
+        assert!(h.take(a).contains("id='ping-1'"));
+    }
+
+    #[test]
+    fn bound_any_bytes_clear_outstanding_ping() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        h.advance(IDLE);
+        h.take(a);
+        // Whitespace keepalive (RFC 6120 §4.6.1) is input too.
+        h.send(a, " ");
+        h.advance(Duration::from_secs(60));
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_idle_timeout_zero_never_pings() {
+        let mut config = Config::default();
+        config.c2s.idle_timeout = Duration::ZERO;
+        let mut h = Harness::with_config(config);
+        let a = h.login("alice", "a");
+        assert_eq!(h.server.poll_timeout(), None);
+        h.advance(Duration::from_secs(10 * 3600));
+        assert_eq!(h.take(a), "");
+        assert!(h.closed.is_empty());
+    }
+
+    #[test]
+    fn bound_ping_id_result_to_someone_else_is_routed() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        h.send(a, "<iq type='result' id='ping-7' to='bob@localhost/b'/>");
+        assert!(h.take(b).contains("id='ping-7'"));
     }
 }
