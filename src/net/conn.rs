@@ -9,6 +9,13 @@
 //! whole backlog the slow-reader bound is checked against. rustls may additionally hold
 //! plaintext written before the handshake finished, capped by `TLS_BUFFER_LIMIT`, and, on a
 //! closing connection whose queue is not yet flushed, its close_notify.
+//!
+//! Memory of an established, idle TLS 1.3 session (rustls 0.23.46 + ring, measured with
+//! valgrind's DHAT at 1000 sessions): 4096 B deframer buffer, 1168 B `ServerConnection`,
+//! 640 B handshake-deframer spans, 2 x 560 B AEAD keys, 224 B traffic state, 2 x 96 B queue
+//! capacity: about 7.5 KB, all rustls's own. The buffered API never frees the deframer buffer
+//! (it shrinks back to 4 KiB, never to 0); the unbuffered API, where the caller owns it, has no
+//! `export_keying_material` or `server_name` for servers in 0.23, which `tls_info` needs.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};

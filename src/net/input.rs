@@ -5,7 +5,7 @@
 //! event before the first decrypted bytes, and the core's actions applied after every call
 //! that may produce them, before more is read.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::time::Instant;
 
 use log::debug;
@@ -97,7 +97,6 @@ impl Driver {
     /// Feeds ciphertext to the connection's rustls session, tells the core when the
     /// handshake completes, and hands it the plaintext.
     pub(super) fn tls_input(&mut self, id: ConnId, input: &[u8], now: Instant) {
-        let mut plain = std::mem::take(&mut self.plain_buf);
         let mut input = input;
         // Each round rustls takes at least one byte, or the loop ends.
         while !input.is_empty() {
@@ -137,14 +136,14 @@ impl Driver {
                 self.apply_actions(now);
             }
             self.update_interest(id);
-            self.tls_plaintext(id, &mut plain, now);
+            self.tls_plaintext(id, now);
         }
-        self.plain_buf = plain;
     }
 
-    /// Hands rustls's decrypted bytes to the core.
-    fn tls_plaintext(&mut self, id: ConnId, plain: &mut [u8], now: Instant) {
-        // rustls holds at most 16 KiB of plaintext; each round takes at least one byte.
+    /// Hands rustls's decrypted bytes to the core, straight from rustls's own record buffers
+    /// (no copy, and no plaintext buffer of the driver's).
+    fn tls_plaintext(&mut self, id: ConnId, now: Instant) {
+        // rustls holds at most 16 KiB of plaintext; each round consumes one non-empty chunk.
         loop {
             let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
                 return;
@@ -152,16 +151,17 @@ impl Driver {
             let Some(tls) = conn.tls.as_deref_mut() else {
                 return;
             };
-            match tls.reader().read(plain) {
-                Ok(0) => {
+            let mut reader = tls.reader();
+            match reader.fill_buf() {
+                Ok([]) => {
                     // close_notify received.
                     self.peer_closed(id, now);
                     return;
                 }
-                Ok(n) => {
-                    self.server
-                        .handle_bytes(now, id, plain.get(..n).unwrap_or_default());
-                    self.apply_actions(now);
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    self.server.handle_bytes(now, id, chunk);
+                    reader.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -170,6 +170,7 @@ impl Driver {
                     return;
                 }
             }
+            self.apply_actions(now);
         }
     }
 

@@ -5,8 +5,10 @@
 //! deadlines. Everything protocol-shaped is the core's (`server::Server`): the driver hands it
 //! bytes, events and the time, then carries out its `Action`s in order.
 //!
-//! Memory: one shared 16 KiB read buffer and one 16 KiB plaintext buffer for all sockets; an
-//! idle connection holds no buffer of its own (its output queue is freed when it drains).
+//! Memory: one shared 16 KiB read buffer for all sockets (decrypted bytes go to the core
+//! straight from rustls's record buffers); an idle connection holds no buffer of its own (its
+//! output queue is freed when it drains). rustls itself keeps about 7.5 KB per established
+//! session (see `conn`).
 //!
 //! Ordering: after every core call that may produce actions, the driver applies them all
 //! before reading more from any socket, so an `Action::StartTls` takes effect before the next
@@ -134,8 +136,6 @@ struct Driver {
     timers: DeadlineHeap<Timer>,
     /// Shared by all sockets; taken out while in use so `self` stays borrowable.
     read_buf: Box<[u8]>,
-    /// Decrypted bytes on their way to the core.
-    plain_buf: Box<[u8]>,
     /// Readiness left unfinished because of a budget; handled next round without sleeping.
     again: Vec<Token>,
     /// Connections with `tls_stash` bytes to feed (from `Action::StartTls`).
@@ -202,7 +202,6 @@ pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Res
         control_count: 0,
         timers: DeadlineHeap::new(),
         read_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
-        plain_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
         again: Vec::new(),
         tls_feed: Vec::new(),
         full_warn: WarnLimiter::default(),
