@@ -1,13 +1,733 @@
 //! The mio driver: the only code that touches sockets, signals or the clock.
-//! (SKELETON: the net helper writes it.)
+//!
+//! Owns the event loop: c2s listeners (STARTTLS and direct TLS), the connection table, TLS
+//! sessions and their buffers, the control socket, SIGTERM/SIGINT/SIGHUP and the driver's own
+//! deadlines. Everything protocol-shaped is the core's (`server::Server`): the driver hands it
+//! bytes, events and the time, then carries out its `Action`s in order.
+//!
+//! Memory: one shared 16 KiB read buffer and one 16 KiB plaintext buffer for all sockets; an
+//! idle connection holds no buffer of its own (its output queue is freed when it drains).
+//!
+//! Ordering: after every core call that may produce actions, the driver applies them all
+//! before reading more from any socket, so an `Action::StartTls` takes effect before the next
+//! byte read on that connection and a `Close` stops input to the core at once.
 
+mod conn;
+mod control_socket;
+mod input;
+mod outq;
+mod slots;
+mod timers;
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::server::Server;
+use crate::server::{Action, ConnId, ListenerKind, Server};
 use crate::tls::TlsConfigs;
 
+use conn::{Conn, Role, SendError, Sock, State};
+use slots::Slots;
+use timers::{DeadlineHeap, earliest};
+
+const SIGNAL_TOKEN: Token = Token(0);
+const CONTROL_TOKEN: Token = Token(1);
+/// Listener `i` has token `LISTENER_BASE + i`; connections come after the listeners.
+const LISTENER_BASE: usize = 2;
+
+/// The shared read buffer: one TLS record's worth.
+const READ_BUF_BYTES: usize = 16 * 1024;
+/// Reads per readiness event before other sockets get a turn (the rest waits for the next
+/// loop round, which then polls without sleeping).
+const READ_BUDGET: usize = 32;
+/// Accepts per readiness event, for the same reason.
+const ACCEPT_BUDGET: usize = 128;
+/// A TLS handshake (direct, or after STARTTLS) must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closing connection may take to flush and see the peer's FIN.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// A control client must send its request line within this.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Control connections open at once (the CLI opens one at a time).
+const MAX_CONTROL_CONNS: usize = 8;
+/// On SIGTERM, time given to flush `system-shutdown` to clients.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// After running out of file descriptors, accepting pauses this long.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Repeated warnings (connection limit, file descriptors) at most this often.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// `errno` values for "too many open files" (process, system); the same on Linux and BSDs.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// The driver's own deadlines. Popped entries are checked against the current state, so
+/// stale ones are ignored (see `timers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The TLS handshake must be done by now.
+    Handshake(ConnId),
+    /// A closing connection is dropped by now, flushed or not.
+    Linger(ConnId),
+    /// A control client must have sent its request by now.
+    ControlRequest(ConnId),
+    /// Listener `i` may accept again after a file-descriptor shortage.
+    ResumeAccept(usize),
+}
+
+/// Lets a warning through at most once per `WARN_INTERVAL`.
+#[derive(Default)]
+struct WarnLimiter {
+    last: Option<Instant>,
+}
+
+impl WarnLimiter {
+    fn allow(&mut self, now: Instant) -> bool {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < WARN_INTERVAL => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+struct Listener {
+    sock: TcpListener,
+    kind: ListenerKind,
+    addr: SocketAddr,
+}
+
+/// Removes the control socket file when the driver stops (only created after our own bind
+/// succeeded, so another server's socket is never removed).
+struct ControlFile(PathBuf);
+
+impl Drop for ControlFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            debug!("removing {}: {e}", self.0.display());
+        }
+    }
+}
+
+struct Driver {
+    config: Arc<Config>,
+    server: Server,
+    tls: TlsConfigs,
+    poll: Poll,
+    listeners: Vec<Listener>,
+    control: Option<UnixListener>,
+    conns: Slots<Conn>,
+    /// Token of the connection in slot 0.
+    conn_token_base: usize,
+    c2s_count: usize,
+    control_count: usize,
+    timers: DeadlineHeap<Timer>,
+    /// Shared by all sockets; taken out while in use so `self` stays borrowable.
+    read_buf: Box<[u8]>,
+    /// Decrypted bytes on their way to the core.
+    plain_buf: Box<[u8]>,
+    /// Readiness left unfinished because of a budget; handled next round without sleeping.
+    again: Vec<Token>,
+    /// Connections with `tls_stash` bytes to feed (from `Action::StartTls`).
+    tls_feed: Vec<ConnId>,
+    full_warn: WarnLimiter,
+    fd_warn: WarnLimiter,
+}
+
 /// Runs the event loop until SIGTERM/SIGINT, then shuts down gracefully.
-pub fn run(_config: Arc<Config>, _server: Server, _tls: TlsConfigs) -> std::io::Result<()> {
-    todo!("net helper")
+pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Result<()> {
+    let poll = Poll::new()?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    poll.registry()
+        .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+
+    // The control socket first: if another server runs on this data_dir, say so rather than
+    // failing on its ports.
+    let control_path = config.control_socket_path();
+    let mut control = control_socket::bind(&control_path, &config.data_dir)?;
+    let _control_file = ControlFile(control_path);
+    poll.registry()
+        .register(&mut control, CONTROL_TOKEN, Interest::READABLE)?;
+
+    let mut listeners = Vec::new();
+    let plain = config
+        .c2s
+        .listen
+        .iter()
+        .map(|a| (*a, ListenerKind::C2sStartTls));
+    let direct = config
+        .c2s
+        .listen_tls
+        .iter()
+        .map(|a| (*a, ListenerKind::C2sDirectTls));
+    for (addr, kind) in plain.chain(direct) {
+        let mut sock = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let token = Token(LISTENER_BASE + listeners.len());
+        poll.registry()
+            .register(&mut sock, token, Interest::READABLE)?;
+        // Port 0 in the configuration (tests) shows the real port here.
+        let shown = sock.local_addr().unwrap_or(addr);
+        match kind {
+            ListenerKind::C2sStartTls => info!("listening on {shown} (STARTTLS)"),
+            ListenerKind::C2sDirectTls => info!("listening on {shown} (direct TLS)"),
+        }
+        listeners.push(Listener {
+            sock,
+            kind,
+            addr: shown,
+        });
+    }
+
+    let mut driver = Driver {
+        conn_token_base: LISTENER_BASE + listeners.len(),
+        config,
+        server,
+        tls,
+        poll,
+        listeners,
+        control: Some(control),
+        conns: Slots::new(),
+        c2s_count: 0,
+        control_count: 0,
+        timers: DeadlineHeap::new(),
+        read_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
+        plain_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
+        again: Vec::new(),
+        tls_feed: Vec::new(),
+        full_warn: WarnLimiter::default(),
+        fd_warn: WarnLimiter::default(),
+    };
+    driver.run_loop(&mut signals)
+}
+
+impl Driver {
+    fn run_loop(&mut self, signals: &mut Signals) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            let mut stop = false;
+            for event in events.iter() {
+                if event.token() == SIGNAL_TOKEN {
+                    for signal in signals.pending() {
+                        match signal {
+                            SIGHUP => self.reload(),
+                            _ => stop = true,
+                        }
+                    }
+                    continue;
+                }
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                self.dispatch(event.token(), readable, event.is_writable(), now);
+                self.settle(now);
+            }
+            for token in std::mem::take(&mut self.again) {
+                self.dispatch(token, true, false, now);
+                self.settle(now);
+            }
+            self.run_timers(Instant::now());
+            if stop {
+                self.shutdown(signals);
+                return Ok(());
+            }
+        }
+    }
+
+    /// How long `poll` may sleep: until the core's or the driver's next deadline.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() || !self.tls_feed.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        earliest(self.server.poll_timeout(), self.timers.next_deadline())
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn dispatch(&mut self, token: Token, readable: bool, writable: bool, now: Instant) {
+        if token == CONTROL_TOKEN {
+            self.accept_control(now);
+        } else if token.0 >= LISTENER_BASE && token.0 < self.conn_token_base {
+            self.accept(token.0 - LISTENER_BASE, now);
+        } else if let Some(id) = token
+            .0
+            .checked_sub(self.conn_token_base)
+            .and_then(|index| self.conns.id_at(index))
+        {
+            if writable {
+                self.on_writable(id, now);
+            }
+            if readable {
+                self.on_readable(id, now);
+            }
+        }
+        // Anything else is a token of a connection already gone: ignored.
+    }
+
+    fn token_of(&self, id: ConnId) -> Token {
+        Token(self.conn_token_base + Slots::<Conn>::index_of(id))
+    }
+
+    /// Applies every pending action and feeds STARTTLS leftovers, until neither produces more.
+    /// Only called between socket events (never from inside `tls_input`), so the shared
+    /// buffers are free.
+    fn settle(&mut self, now: Instant) {
+        // Ends because each round consumes a queued action batch or a stashed input, and
+        // new ones only come from the core's finite response to them.
+        loop {
+            self.apply_actions(now);
+            let Some(id) = self.tls_feed.pop() else { break };
+            let stash = match self.conns.get_mut(id) {
+                Some(conn) => std::mem::take(&mut conn.tls_stash),
+                None => continue,
+            };
+            if !stash.is_empty() {
+                self.tls_input(id, &stash, now);
+            }
+        }
+    }
+
+    /// Carries out the core's actions in order. Never reads, so it may run in the middle of
+    /// input processing.
+    fn apply_actions(&mut self, now: Instant) {
+        while let Some(action) = self.server.poll_action() {
+            match action {
+                Action::Send { conn, bytes } => self.send(conn, &bytes, now),
+                Action::StartTls { conn, buffered } => self.start_tls(conn, buffered, now),
+                Action::Close { conn } => self.begin_close(conn, now),
+            }
+        }
+    }
+
+    fn send(&mut self, id: ConnId, bytes: &[u8], now: Instant) {
+        let max = self.config.limits.max_outgoing_bytes;
+        let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
+            debug!("{id:?}: send to a closed connection dropped");
+            return;
+        };
+        match conn.send(bytes) {
+            Ok(()) if conn.out.len() <= max => self.update_interest(id),
+            Ok(()) | Err(SendError::TlsBufferFull) => {
+                info!("closing slow reader {}", conn.peer_text());
+                self.lost(id, now);
+            }
+            Err(SendError::Io(e)) => {
+                debug!("{}: write failed: {e}", conn.peer_text());
+                self.lost(id, now);
+            }
+        }
+    }
+
+    fn start_tls(&mut self, id: ConnId, buffered: Vec<u8>, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
+            return;
+        };
+        if conn.tls.is_some() || !conn.is_c2s() {
+            warn!(
+                "{}: STARTTLS on a connection that cannot have it",
+                conn.peer_text()
+            );
+            self.lost(id, now);
+            return;
+        }
+        match conn::new_tls(self.tls.starttls.clone()) {
+            Ok(tls) => {
+                // Whatever is queued (`<proceed/>`) goes out before the first TLS record:
+                // `drain_tls` appends records behind the queue.
+                conn.tls = Some(tls);
+                conn.tls_ready = false;
+                conn.tls_stash = buffered;
+                if !conn.tls_stash.is_empty() {
+                    self.tls_feed.push(id);
+                }
+                self.timers
+                    .push(now + HANDSHAKE_TIMEOUT, Timer::Handshake(id));
+            }
+            Err(e) => {
+                warn!("{}: cannot start TLS: {e}", conn.peer_text());
+                self.lost(id, now);
+            }
+        }
+    }
+
+    /// The core is done with the connection: flush, close_notify, FIN, then wait briefly for
+    /// the peer's FIN (closing with unread input would reset the connection and could lose
+    /// the last bytes we sent).
+    fn begin_close(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
+            return;
+        };
+        conn.state = State::Closing;
+        if let Some(tls) = conn.tls.as_deref_mut() {
+            tls.send_close_notify();
+        }
+        self.timers.push(now + CLOSE_LINGER, Timer::Linger(id));
+        self.progress_close(id);
+    }
+
+    /// Writes what a closing connection still has and sends FIN once it is all out.
+    fn progress_close(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        match conn.flush() {
+            Ok(true) if !conn.write_shut => {
+                conn.write_shut = true;
+                if conn.sock.shutdown(Shutdown::Write).is_err() {
+                    // Already reset by the peer: nothing more to wait for.
+                    self.free(id);
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!("{}: flush while closing failed: {e}", conn.peer_text());
+                self.free(id);
+                return;
+            }
+        }
+        self.update_interest(id);
+    }
+
+    /// Registers WRITABLE interest exactly while output is queued.
+    fn update_interest(&mut self, id: ConnId) {
+        let token = self.token_of(id);
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let want = !conn.out.is_empty();
+        if want == conn.writable {
+            return;
+        }
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match self
+            .poll
+            .registry()
+            .reregister(&mut conn.sock, token, interest)
+        {
+            Ok(()) => conn.writable = want,
+            Err(e) => warn!("{}: reregister failed: {e}", conn.peer_text()),
+        }
+    }
+
+    /// Removes the connection and closes its socket. The core is not told.
+    fn free(&mut self, id: ConnId) {
+        let Some(mut conn) = self.conns.remove(id) else {
+            return;
+        };
+        if let Err(e) = self.poll.registry().deregister(&mut conn.sock) {
+            debug!("{}: deregister failed: {e}", conn.peer_text());
+        }
+        match conn.role {
+            Role::C2s => self.c2s_count = self.c2s_count.saturating_sub(1),
+            Role::Control(_) => self.control_count = self.control_count.saturating_sub(1),
+        }
+    }
+
+    /// The connection is gone without the core asking (peer closed, I/O or TLS error, slow
+    /// reader, timeout): free it and, if the core still knows it, tell the core.
+    ///
+    /// The actions this produces are left to the caller's loop (`apply_actions` or `settle`),
+    /// so a chain of slow readers being dropped never nests `apply_actions` calls.
+    fn lost(&mut self, id: ConnId, now: Instant) {
+        let tell = self
+            .conns
+            .get(id)
+            .is_some_and(|c| c.state == State::Open && c.is_c2s());
+        self.free(id);
+        if tell {
+            self.server.handle_disconnect(now, id);
+        }
+    }
+
+    fn on_writable(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state == State::Closing {
+            self.progress_close(id);
+            return;
+        }
+        match conn.flush() {
+            Ok(_) => self.update_interest(id),
+            Err(e) => {
+                debug!("{}: write failed: {e}", conn.peer_text());
+                self.lost(id, now);
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.sock.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, listener.kind, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
+                    if self.fd_warn.allow(now) {
+                        warn!(
+                            "out of file descriptors accepting on {}: {e}",
+                            listener.addr
+                        );
+                    }
+                    // Edge-triggered: the pending connections will not be announced again,
+                    // so come back after a pause instead of spinning.
+                    self.timers
+                        .push(now + ACCEPT_BACKOFF, Timer::ResumeAccept(index));
+                    return;
+                }
+                // Per-connection failures (e.g. reset before accept): keep going.
+                Err(e) => debug!("accept on {} failed: {e}", listener.addr),
+            }
+        }
+        self.again.push(Token(LISTENER_BASE + index));
+    }
+
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind, now: Instant) {
+        if self.c2s_count >= self.config.limits.max_connections {
+            debug!("refusing {peer}: max_connections reached");
+            if self.full_warn.allow(now) {
+                warn!(
+                    "max_connections ({}) reached; refusing new connections",
+                    self.config.limits.max_connections
+                );
+            }
+            return;
+        }
+        // XMPP is chatty in small writes; Nagle would only add latency.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{peer}: set_nodelay: {e}");
+        }
+        let mut conn = Conn::new(Sock::Tcp(stream), Role::C2s, Some(peer));
+        if kind == ListenerKind::C2sDirectTls {
+            match conn::new_tls(self.tls.direct.clone()) {
+                Ok(tls) => conn.tls = Some(tls),
+                Err(e) => {
+                    warn!("{peer}: cannot start TLS: {e}");
+                    return;
+                }
+            }
+        }
+        let Some(id) = self.insert(conn) else { return };
+        self.c2s_count += 1;
+        debug!("accepted {peer} as {id:?} ({kind:?})");
+        self.server.handle_accept(now, id, kind, peer);
+        if kind == ListenerKind::C2sDirectTls {
+            self.timers
+                .push(now + HANDSHAKE_TIMEOUT, Timer::Handshake(id));
+        }
+    }
+
+    /// Puts a connection in the table and registers it for reading.
+    fn insert(&mut self, conn: Conn) -> Option<ConnId> {
+        let id = self.conns.insert(conn).ok()?;
+        let token = self.token_of(id);
+        let conn = self.conns.get_mut(id)?;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut conn.sock, token, Interest::READABLE)
+        {
+            warn!("{}: register failed: {e}", conn.peer_text());
+            self.conns.remove(id);
+            return None;
+        }
+        Some(id)
+    }
+
+    fn accept_control(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.control.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if self.control_count >= MAX_CONTROL_CONNS {
+                        debug!("refusing control client: too many at once");
+                        continue;
+                    }
+                    let role = Role::Control(control_socket::LineReader::new());
+                    let Some(id) = self.insert(Conn::new(Sock::Unix(stream), role, None)) else {
+                        continue;
+                    };
+                    self.control_count += 1;
+                    self.timers
+                        .push(now + CONTROL_TIMEOUT, Timer::ControlRequest(id));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("control accept failed: {e}");
+                    return;
+                }
+            }
+        }
+        self.again.push(CONTROL_TOKEN);
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        // Ends: each round pops one entry and handling one pushes none that is already due.
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Handshake(id) => {
+                    let pending = self
+                        .conns
+                        .get(id)
+                        .is_some_and(|c| c.state == State::Open && c.tls.is_some() && !c.tls_ready);
+                    if pending {
+                        if let Some(c) = self.conns.get(id) {
+                            debug!("{}: TLS handshake timed out", c.peer_text());
+                        }
+                        self.lost(id, now);
+                    }
+                }
+                Timer::Linger(id) => {
+                    if self
+                        .conns
+                        .get(id)
+                        .is_some_and(|c| c.state == State::Closing)
+                    {
+                        self.free(id);
+                    }
+                }
+                Timer::ControlRequest(id) => {
+                    let waiting = self.conns.get(id).is_some_and(|c| {
+                        c.state == State::Open && matches!(c.role, Role::Control(_))
+                    });
+                    if waiting {
+                        debug!("control client sent no request in time");
+                        self.free(id);
+                    }
+                }
+                Timer::ResumeAccept(index) => self.again.push(Token(LISTENER_BASE + index)),
+            }
+        }
+        if self.server.poll_timeout().is_some_and(|at| at <= now) {
+            self.server.handle_timeout(now);
+        }
+        self.settle(now);
+    }
+
+    fn reload(&mut self) {
+        match crate::tls::load(&self.config) {
+            Ok(tls) => {
+                self.tls = tls;
+                info!("reloaded certificates");
+            }
+            Err(e) => error!("reloading certificates failed, keeping the old ones: {e}"),
+        }
+    }
+
+    /// Graceful stop: the core says goodbye on every stream, the driver flushes for up to
+    /// `SHUTDOWN_FLUSH`, then drops whatever is left.
+    fn shutdown(&mut self, signals: &mut Signals) {
+        info!("shutting down");
+        let start = Instant::now();
+        self.server.handle_shutdown(start);
+        self.settle(start);
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.sock);
+        }
+        if let Some(mut control) = self.control.take() {
+            let _ = self.poll.registry().deregister(&mut control);
+        }
+        // Listener tokens are now unused; make sure none is dispatched as a connection.
+        self.again.clear();
+        let deadline = start + SHUTDOWN_FLUSH;
+        let mut events = Events::with_capacity(256);
+        // Ends at the deadline at the latest (each round sleeps until it or an event).
+        loop {
+            let now = Instant::now();
+            if self.conns.is_empty() || now >= deadline {
+                break;
+            }
+            let wake = earliest(Some(deadline), self.timers.next_deadline()).unwrap_or(deadline);
+            let timeout = if self.again.is_empty() {
+                wake.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!("poll failed during shutdown: {e}");
+                    break;
+                }
+            }
+            let now = Instant::now();
+            let mut again_signal = false;
+            for event in events.iter() {
+                if event.token() == SIGNAL_TOKEN {
+                    // A second SIGTERM/SIGINT means "now".
+                    again_signal |= signals.pending().any(|s| s != SIGHUP);
+                    continue;
+                }
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                self.dispatch(event.token(), readable, event.is_writable(), now);
+                self.settle(now);
+            }
+            for token in std::mem::take(&mut self.again) {
+                self.dispatch(token, true, false, now);
+                self.settle(now);
+            }
+            self.run_timers(now);
+            if again_signal {
+                break;
+            }
+        }
+        let left = self.conns.len();
+        for id in self.conns.ids() {
+            self.free(id);
+        }
+        if left > 0 {
+            debug!("{left} connections dropped unflushed at shutdown");
+        }
+        info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_limiter_warning_allowed_then_limited() {
+        let t0 = Instant::now();
+        let mut w = WarnLimiter::default();
+        assert!(w.allow(t0));
+        assert!(!w.allow(t0 + Duration::from_secs(1)));
+        assert!(w.allow(t0 + WARN_INTERVAL));
+    }
+
+    #[test]
+    fn timers_same_instant_ordered_without_panic() {
+        // Timer must be totally ordered for the heap; equal instants fall back to the key.
+        let t0 = Instant::now();
+        let mut h = DeadlineHeap::new();
+        h.push(t0, Timer::ResumeAccept(1));
+        h.push(t0, Timer::Handshake(ConnId(3)));
+        assert_eq!(h.pop_due(t0), Some(Timer::Handshake(ConnId(3))));
+        assert_eq!(h.pop_due(t0), Some(Timer::ResumeAccept(1)));
+    }
 }

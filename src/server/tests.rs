@@ -429,3 +429,19 @@ fn stream_close_answered_with_close() {
     assert!(h.take(a).ends_with("</stream:stream>"));
     assert_eq!(h.closed, vec![a]);
 }
+
+#[test]
+fn huge_stanza_in_chunks_policy_violation() {
+    let mut h = Harness::new();
+    let a = h.login("alice", "a");
+    h.send(a, "<message to='bob@localhost'><body>");
+    let chunk = "a".repeat(16 * 1024);
+    for _ in 0..64 {
+        h.send(a, &chunk);
+        if h.closed.contains(&a) {
+            break;
+        }
+    }
+    assert!(h.take(a).contains("<policy-violation"));
+    assert_eq!(h.closed, vec![a]);
+}

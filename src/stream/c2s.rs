@@ -339,7 +339,13 @@ impl C2sConn {
             env.out.push(Upcall::Send(bytes));
             return self.fail(StreamError::new(StreamCondition::UnsupportedVersion), env);
         }
-        self.features().write_to(&mut bytes, ns::STREAM);
+        // The features element is in the stream namespace, under the prefix our header
+        // declared; its children carry their own namespaces.
+        bytes.extend_from_slice(b"<stream:features>");
+        for f in self.features() {
+            f.write_to(&mut bytes, ns::STREAM);
+        }
+        bytes.extend_from_slice(b"</stream:features>");
         env.out.push(Upcall::Send(bytes));
         self.phase = Phase::Open;
     }
@@ -369,22 +375,20 @@ impl C2sConn {
     }
 
     /// RFC 6120 §4.3.2: the features for the negotiation step the stream is at.
-    fn features(&self) -> Element {
-        let mut f = Element::new("features", ns::STREAM);
+    fn features(&self) -> Vec<Element> {
+        let mut f = Vec::new();
         if self.tls.is_none() {
-            f.push_child(
-                Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)),
-            );
+            f.push(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
         } else if self.account.is_none() {
             let cb = self.channel_binding();
             let mut mechs = Element::new("mechanisms", ns::SASL);
             for m in sasl::offered(cb.tls, cb.tls_exporter.is_some()) {
                 mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
             }
-            f.push_child(mechs);
+            f.push(mechs);
             if cb.tls_exporter.is_some() {
                 // XEP-0440: say which channel-binding types the -PLUS mechanisms accept.
-                f.push_child(
+                f.push(
                     Element::new("sasl-channel-binding", ns::SASL_CB).with_child(
                         Element::new("channel-binding", ns::SASL_CB)
                             .with_attr("type", "tls-exporter"),
@@ -392,8 +396,8 @@ impl C2sConn {
                 );
             }
         } else {
-            f.push_child(Element::new("bind", ns::BIND));
-            f.push_child(
+            f.push(Element::new("bind", ns::BIND));
+            f.push(
                 Element::new("session", ns::SESSION)
                     .with_child(Element::new("optional", ns::SESSION)),
             );

@@ -1,0 +1,502 @@
+//! One socket's driver-side state and the byte plumbing between the socket, rustls and the
+//! output queue.
+//!
+//! Owns: the socket, the output queue, the rustls session, and whether the core still knows
+//! the connection. Leaves protocol state to the core and scheduling to `net::Driver`.
+//!
+//! Invariant kept by `drain_tls`: after sending or feeding input, rustls holds no unsent
+//! records (`wants_write()` is false); they are on the wire or in `out`. So `out.len()` is the
+//! whole backlog the slow-reader bound is checked against. rustls may additionally hold
+//! plaintext written before the handshake finished, capped by `TLS_BUFFER_LIMIT`, and, on a
+//! closing connection whose queue is not yet flushed, its close_notify.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+use rustls::ServerConnection;
+
+use super::control_socket::LineReader;
+use super::outq::OutQueue;
+use crate::server::TlsInfo;
+
+/// rustls's cap on plaintext written before the handshake ends and on its unsent records.
+pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// RFC 9266 exporter label for `tls-exporter` channel binding.
+const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
+/// A TCP or Unix stream; the driver treats both alike.
+pub enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.shutdown(how),
+            Sock::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write_vectored(bufs),
+            Sock::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Sock {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.register(r, t, i),
+            Sock::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.reregister(r, t, i),
+            Sock::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.deregister(r),
+            Sock::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// What the connection is for.
+pub enum Role {
+    C2s,
+    /// A control-socket client; its request line so far.
+    Control(LineReader),
+}
+
+/// Whether the core still knows the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Bytes go to the core; errors are reported with `handle_disconnect`.
+    Open,
+    /// The core asked to close (or the control reply is out): flush `out`, send FIN, discard
+    /// input until the peer's FIN or the deadline. The core is never told about it again.
+    Closing,
+}
+
+pub struct Conn {
+    pub sock: Sock,
+    pub role: Role,
+    /// `None` for control connections.
+    pub peer: Option<SocketAddr>,
+    pub out: OutQueue,
+    /// Boxed: a rustls session is large, and plaintext connections should stay small.
+    pub tls: Option<Box<ServerConnection>>,
+    /// `handle_tls_ready` was sent.
+    pub tls_ready: bool,
+    /// Bytes from `Action::StartTls` not yet fed to rustls (the driver feeds them before the
+    /// next socket read).
+    pub tls_stash: Vec<u8>,
+    pub state: State,
+    /// WRITABLE interest is registered (only while `out` is non-empty).
+    pub writable: bool,
+    /// Our FIN was sent.
+    pub write_shut: bool,
+}
+
+impl Conn {
+    pub fn new(sock: Sock, role: Role, peer: Option<SocketAddr>) -> Conn {
+        Conn {
+            sock,
+            role,
+            peer,
+            out: OutQueue::new(),
+            tls: None,
+            tls_ready: false,
+            tls_stash: Vec::new(),
+            state: State::Open,
+            writable: false,
+            write_shut: false,
+        }
+    }
+
+    pub fn is_c2s(&self) -> bool {
+        matches!(self.role, Role::C2s)
+    }
+
+    /// The peer for log lines.
+    pub fn peer_text(&self) -> String {
+        match self.peer {
+            Some(p) => p.to_string(),
+            None => "control client".to_owned(),
+        }
+    }
+
+    /// Queues or writes application bytes (through TLS when on).
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        match self.tls.as_deref_mut() {
+            Some(tls) => tls_send(tls, &mut self.out, &mut self.sock, bytes),
+            None => plain_send(&mut self.out, &mut self.sock, bytes).map_err(SendError::Io),
+        }
+    }
+
+    /// Writes what is queued, then any TLS records rustls produced meanwhile. Returns whether
+    /// everything is out.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        if !self.out.write_to(&mut self.sock)? {
+            return Ok(false);
+        }
+        if let Some(tls) = self.tls.as_deref_mut() {
+            drain_tls(tls, &mut self.out, &mut self.sock)?;
+        }
+        Ok(self.out.is_empty())
+    }
+}
+
+/// Why a send failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// The socket broke.
+    Io(io::Error),
+    /// rustls would not take more plaintext before the handshake finished.
+    TlsBufferFull,
+}
+
+/// Writes `bytes` straight to `sock` while nothing is queued ahead of them; queues the rest.
+pub fn plain_send<W: Write>(out: &mut OutQueue, sock: &mut W, bytes: &[u8]) -> io::Result<()> {
+    let mut rest = bytes;
+    if out.is_empty() {
+        // Each round writes at least one byte or leaves the loop.
+        while !rest.is_empty() {
+            match sock.write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    Ok(())
+}
+
+/// Encrypts `bytes` and moves the records to the wire or the queue.
+pub fn tls_send<W: Write>(
+    tls: &mut ServerConnection,
+    out: &mut OutQueue,
+    sock: &mut W,
+    bytes: &[u8],
+) -> Result<(), SendError> {
+    let mut rest = bytes;
+    // Each round rustls takes at least one byte (its record buffer was emptied by the previous
+    // `drain_tls`) or the loop ends with `TlsBufferFull`.
+    while !rest.is_empty() {
+        let n = tls.writer().write(rest).map_err(SendError::Io)?;
+        if n == 0 {
+            return Err(SendError::TlsBufferFull);
+        }
+        rest = rest.get(n..).unwrap_or_default();
+        drain_tls(tls, out, sock).map_err(SendError::Io)?;
+    }
+    Ok(())
+}
+
+/// Moves rustls's unsent records out: to `sock` directly while nothing is queued ahead of
+/// them, the rest into `out`. Afterwards `tls.wants_write()` is false.
+pub fn drain_tls<W: Write>(
+    tls: &mut ServerConnection,
+    out: &mut OutQueue,
+    sock: &mut W,
+) -> io::Result<()> {
+    // Each round moves at least one byte out of rustls's bounded buffer, or returns.
+    while tls.wants_write() {
+        if out.is_empty() {
+            match tls.write_tls(sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The queue takes everything (its `write` never fails).
+        tls.write_tls(out)?;
+    }
+    Ok(())
+}
+
+/// A fresh rustls server session with the driver's buffer cap.
+pub fn new_tls(
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> Result<Box<ServerConnection>, rustls::Error> {
+    let mut tls = ServerConnection::new(config)?;
+    tls.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    Ok(Box::new(tls))
+}
+
+/// What the completed handshake tells the core: SNI (lowercase) and, for TLS 1.3, the RFC 9266
+/// `tls-exporter` channel binding.
+pub fn tls_info(tls: &ServerConnection) -> TlsInfo {
+    let channel_binding = if tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+        tls.export_keying_material([0u8; 32], CHANNEL_BINDING_LABEL, None)
+            .ok()
+            .map(|b| b.to_vec())
+    } else {
+        None
+    };
+    TlsInfo {
+        sni: tls.server_name().map(|s| s.to_ascii_lowercase()),
+        channel_binding,
+    }
+}
+
+/// The outcome of feeding one piece of ciphertext.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fed {
+    /// rustls took some bytes and processed them.
+    Progress,
+    /// The peer sent close_notify; rustls takes nothing more.
+    Closed,
+}
+
+/// Feeds the front of `input` to rustls (advancing it) and processes the records. An error
+/// is fatal for the connection; rustls may have queued an alert (send it with `drain_tls`).
+pub fn tls_feed(tls: &mut ServerConnection, input: &mut &[u8]) -> Result<Fed, String> {
+    let n = tls.read_tls(input).map_err(|e| e.to_string())?;
+    tls.process_new_packets().map_err(|e| e.to_string())?;
+    if n == 0 && !input.is_empty() {
+        return Ok(Fed::Closed);
+    }
+    Ok(Fed::Progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::outq::tests::Throttled;
+    use super::*;
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    // A self-signed P-256 certificate for "localhost", made for these tests only.
+    const CERT_DER: &[u8] = include_bytes!("testdata/cert.der");
+    const KEY_DER: &[u8] = include_bytes!("testdata/key.der");
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn server_config() -> Arc<rustls::ServerConfig> {
+        let cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(CERT_DER.to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(KEY_DER.to_vec())),
+            )
+            .unwrap();
+        Arc::new(cfg)
+    }
+
+    fn client(versions: &[&'static rustls::SupportedProtocolVersion]) -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(CERT_DER.to_vec())).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("LocalHost").unwrap();
+        rustls::ClientConnection::new(Arc::new(cfg), name).unwrap()
+    }
+
+    fn wire() -> Throttled {
+        Throttled {
+            room: usize::MAX,
+            written: Vec::new(),
+        }
+    }
+
+    /// Runs the handshake through the driver's helpers; returns the server session and what
+    /// it wrote to its socket.
+    fn handshake(c: &mut rustls::ClientConnection, out: &mut OutQueue) -> Box<ServerConnection> {
+        let mut s = new_tls(server_config()).unwrap();
+        let mut sock = wire();
+        // Bounded: a TLS handshake takes a few flights.
+        for _ in 0..10 {
+            let mut to_server = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut to_server).unwrap();
+            }
+            let mut input = &to_server[..];
+            while !input.is_empty() {
+                assert_eq!(tls_feed(&mut s, &mut input).unwrap(), Fed::Progress);
+            }
+            drain_tls(&mut s, out, &mut sock).unwrap();
+            assert!(!s.wants_write());
+            let mut to_client = &sock.written[..];
+            while !to_client.is_empty() {
+                c.read_tls(&mut to_client).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            sock.written.clear();
+            if !s.is_handshaking() && !c.is_handshaking() {
+                return s;
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn tls13_handshake_done_info_has_sni_and_binding() {
+        let mut c = client(&[&rustls::version::TLS13]);
+        let s = handshake(&mut c, &mut OutQueue::new());
+        let info = tls_info(&s);
+        assert_eq!(info.sni.as_deref(), Some("localhost"));
+        let expected = c
+            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .unwrap();
+        assert_eq!(info.channel_binding, Some(expected.to_vec()));
+    }
+
+    #[test]
+    fn tls12_handshake_done_info_has_no_binding() {
+        let mut c = client(&[&rustls::version::TLS12]);
+        let s = handshake(&mut c, &mut OutQueue::new());
+        assert_eq!(tls_info(&s).channel_binding, None);
+    }
+
+    #[test]
+    fn handshaking_send_over_limit_buffer_full() {
+        let mut s = new_tls(server_config()).unwrap();
+        let mut out = OutQueue::new();
+        let big = vec![b'x'; TLS_BUFFER_LIMIT + 1];
+        assert!(matches!(
+            tls_send(&mut s, &mut out, &mut wire(), &big),
+            Err(SendError::TlsBufferFull)
+        ));
+    }
+
+    #[test]
+    fn established_blocked_socket_records_queued_in_order() {
+        let mut c = client(&[&rustls::version::TLS13]);
+        let mut out = OutQueue::new();
+        let mut s = handshake(&mut c, &mut out);
+        let mut sock = Throttled {
+            room: 100,
+            written: Vec::new(),
+        };
+        // More than rustls's own cap in one send: it must all end up on the wire or queued.
+        let msg: Vec<u8> = (0..TLS_BUFFER_LIMIT * 2).map(|i| (i % 251) as u8).collect();
+        tls_send(&mut s, &mut out, &mut sock, &msg).unwrap();
+        assert!(!s.wants_write());
+        assert!(out.len() > TLS_BUFFER_LIMIT);
+        sock.room = usize::MAX;
+        assert!(out.write_to(&mut sock).unwrap());
+        let mut received = Vec::new();
+        let mut input = &sock.written[..];
+        while !input.is_empty() {
+            c.read_tls(&mut input).unwrap();
+            c.process_new_packets().unwrap();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = c.reader().read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&chunk[..n]);
+            }
+        }
+        assert_eq!(received, msg);
+    }
+
+    #[test]
+    fn starttls_queued_proceed_goes_before_server_hello() {
+        // `<proceed/>` could not be written yet; the ServerHello must queue behind it.
+        let mut out = OutQueue::new();
+        out.push(b"<proceed/>");
+        let mut c = client(&[&rustls::version::TLS13]);
+        let mut hello = Vec::new();
+        c.write_tls(&mut hello).unwrap();
+        let mut s = new_tls(server_config()).unwrap();
+        let mut input = &hello[..];
+        while !input.is_empty() {
+            tls_feed(&mut s, &mut input).unwrap();
+        }
+        let mut sock = wire();
+        drain_tls(&mut s, &mut out, &mut sock).unwrap();
+        assert!(sock.written.is_empty());
+        assert!(out.len() > 10);
+        out.write_to(&mut sock).unwrap();
+        assert!(sock.written.starts_with(b"<proceed/>"));
+        // 0x16 = TLS handshake record.
+        assert_eq!(sock.written.get(10), Some(&0x16));
+    }
+
+    #[test]
+    fn fresh_session_garbage_fails_with_alert() {
+        let mut s = new_tls(server_config()).unwrap();
+        let mut input: &[u8] = b"<?xml version='1.0'?><stream:stream>";
+        assert!(tls_feed(&mut s, &mut input).is_err());
+        let mut out = OutQueue::new();
+        let mut sock = wire();
+        drain_tls(&mut s, &mut out, &mut sock).unwrap();
+        // 0x15 = alert record.
+        assert_eq!(sock.written.first(), Some(&0x15));
+    }
+
+    #[test]
+    fn idle_conn_small_struct() {
+        // Memory budget: an idle connection is this struct plus the kernel's socket buffers.
+        let size = std::mem::size_of::<Option<Conn>>();
+        assert!(size <= 192, "Conn grew to {size} bytes");
+    }
+
+    #[test]
+    fn plain_blocked_socket_queues_rest_behind_queue() {
+        let mut out = OutQueue::new();
+        let mut sock = Throttled {
+            room: 3,
+            written: Vec::new(),
+        };
+        plain_send(&mut out, &mut sock, b"abcdef").unwrap();
+        assert_eq!(sock.written, b"abc");
+        sock.room = 100;
+        // Something is queued: new bytes must go behind it, not straight out.
+        plain_send(&mut out, &mut sock, b"gh").unwrap();
+        assert_eq!(sock.written, b"abc");
+        out.write_to(&mut sock).unwrap();
+        assert_eq!(sock.written, b"abcdefgh");
+    }
+}

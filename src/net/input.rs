@@ -1,0 +1,208 @@
+//! The input side of the driver: reading sockets and handing bytes to the core, through
+//! rustls for TLS connections and through the line reader for control clients.
+//!
+//! Owns the order of input: STARTTLS leftovers before later reads, the handshake-complete
+//! event before the first decrypted bytes, and the core's actions applied after every call
+//! that may produce them, before more is read.
+
+use std::io::{self, Read};
+use std::time::Instant;
+
+use log::debug;
+
+use super::conn::{self, Fed, Role, SendError, State};
+use super::control_socket::{self, LineStatus};
+use super::{CLOSE_LINGER, Driver, READ_BUDGET, Timer};
+use crate::server::ConnId;
+
+impl Driver {
+    /// Reads until `WouldBlock` (or the budget), handing bytes to the core or to rustls.
+    pub(super) fn on_readable(&mut self, id: ConnId, now: Instant) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let mut exhausted = true;
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(id) else {
+                exhausted = false;
+                break;
+            };
+            // STARTTLS leftovers come before anything read later.
+            if !conn.tls_stash.is_empty() {
+                let stash = std::mem::take(&mut conn.tls_stash);
+                self.tls_input(id, &stash, now);
+                continue;
+            }
+            let n = match conn.sock.read(&mut buf) {
+                Ok(0) => {
+                    self.peer_closed(id, now);
+                    exhausted = false;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    exhausted = false;
+                    break;
+                }
+                Err(e) => {
+                    debug!("{}: read failed: {e}", conn.peer_text());
+                    self.lost(id, now);
+                    exhausted = false;
+                    break;
+                }
+            };
+            let bytes = buf.get(..n).unwrap_or_default();
+            if conn.state == State::Closing {
+                // The core is done with it; input is only drained so the close is clean.
+                continue;
+            }
+            if let Role::Control(_) = conn.role {
+                self.control_input(id, bytes, now);
+            } else if conn.tls.is_some() {
+                self.tls_input(id, bytes, now);
+            } else {
+                self.server.handle_bytes(now, id, bytes);
+                // Before the next read: a StartTls must apply to the bytes that follow.
+                self.apply_actions(now);
+            }
+        }
+        self.read_buf = buf;
+        if exhausted {
+            let token = self.token_of(id);
+            self.again.push(token);
+        }
+    }
+
+    /// End of input from the peer.
+    fn peer_closed(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        match (&mut conn.role, conn.state) {
+            (_, State::Closing) => self.free(id),
+            (Role::Control(reader), State::Open) => {
+                if reader.is_empty() {
+                    self.free(id);
+                } else {
+                    let status = reader.finish();
+                    self.control_answer(id, status, now);
+                }
+            }
+            (Role::C2s, State::Open) => {
+                debug!("{} closed the connection", conn.peer_text());
+                self.lost(id, now);
+            }
+        }
+    }
+
+    /// Feeds ciphertext to the connection's rustls session, tells the core when the
+    /// handshake completes, and hands it the plaintext.
+    pub(super) fn tls_input(&mut self, id: ConnId, input: &[u8], now: Instant) {
+        let mut plain = std::mem::take(&mut self.plain_buf);
+        let mut input = input;
+        // Each round rustls takes at least one byte, or the loop ends.
+        while !input.is_empty() {
+            let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
+                break;
+            };
+            let Some(tls) = conn.tls.as_deref_mut() else {
+                break;
+            };
+            let fed = conn::tls_feed(tls, &mut input);
+            // Handshake messages, alerts and tickets go out whatever happened.
+            let drained = conn::drain_tls(tls, &mut conn.out, &mut conn.sock);
+            match fed {
+                Err(e) => {
+                    debug!("{}: TLS error: {e}", conn.peer_text());
+                    // Best effort: the alert may already be on the wire; try once more.
+                    let _ = conn.out.write_to(&mut conn.sock);
+                    self.lost(id, now);
+                    break;
+                }
+                Ok(Fed::Closed) => {
+                    self.peer_closed(id, now);
+                    break;
+                }
+                Ok(Fed::Progress) => {}
+            }
+            if let Err(e) = drained {
+                debug!("{}: write failed: {e}", conn.peer_text());
+                self.lost(id, now);
+                break;
+            }
+            if !conn.tls_ready && !tls.is_handshaking() {
+                conn.tls_ready = true;
+                let info = conn::tls_info(tls);
+                debug!("{}: TLS ready (SNI {:?})", conn.peer_text(), info.sni);
+                self.server.handle_tls_ready(now, id, info);
+                self.apply_actions(now);
+            }
+            self.update_interest(id);
+            self.tls_plaintext(id, &mut plain, now);
+        }
+        self.plain_buf = plain;
+    }
+
+    /// Hands rustls's decrypted bytes to the core.
+    fn tls_plaintext(&mut self, id: ConnId, plain: &mut [u8], now: Instant) {
+        // rustls holds at most 16 KiB of plaintext; each round takes at least one byte.
+        loop {
+            let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
+                return;
+            };
+            let Some(tls) = conn.tls.as_deref_mut() else {
+                return;
+            };
+            match tls.reader().read(plain) {
+                Ok(0) => {
+                    // close_notify received.
+                    self.peer_closed(id, now);
+                    return;
+                }
+                Ok(n) => {
+                    self.server
+                        .handle_bytes(now, id, plain.get(..n).unwrap_or_default());
+                    self.apply_actions(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("{}: TLS read failed: {e}", conn.peer_text());
+                    self.lost(id, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn control_input(&mut self, id: ConnId, bytes: &[u8], now: Instant) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Role::Control(reader) = &mut conn.role else {
+            return;
+        };
+        let status = reader.push(bytes);
+        self.control_answer(id, status, now);
+    }
+
+    fn control_answer(&mut self, id: ConnId, status: LineStatus, now: Instant) {
+        let reply = match status {
+            LineStatus::Incomplete => return,
+            LineStatus::Line(request) => self.server.handle_control(now, &request),
+            LineStatus::TooLong => control_socket::TOO_LONG_REPLY.to_owned(),
+            LineStatus::NotUtf8 => control_socket::NOT_UTF8_REPLY.to_owned(),
+        };
+        // Whatever the core queued meanwhile is unrelated to this connection.
+        self.apply_actions(now);
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if let Err(SendError::Io(e)) = conn.send(reply.as_bytes()) {
+            debug!("control reply failed: {e}");
+            self.free(id);
+            return;
+        }
+        conn.state = State::Closing;
+        self.timers.push(now + CLOSE_LINGER, Timer::Linger(id));
+        self.progress_close(id);
+    }
+}
