@@ -25,6 +25,8 @@ use mio::{Events, Interest, Poll, Token};
 use conn::{Conn, Ctx, St};
 
 const USAGE: &str = "usage:
+  hearth-loadgen register --host H --port P --domain D [--users u%d] [--password pw] --count N
+                          (in-band registration, XEP-0077, for servers that allow it on loopback)
   hearth-loadgen logins   --host H --port P --domain D [--users u%d] [--password pw] --count N[,N2...]
                           [--concurrency C] [--direct-tls] [--scram-cache FILE] [--hold SECS|-1]
   hearth-loadgen messages --host H --port P --domain D --pairs K --count M [--rate R] [--window W]
@@ -354,6 +356,11 @@ impl Worker {
             }
             match c.state {
                 St::Ready => {
+                    if self.ctx.register {
+                        c.close();
+                        let _ = self.poll.registry().deregister(&mut c.sock);
+                        let _ = c.sock.shutdown(std::net::Shutdown::Both);
+                    }
                     *active -= 1;
                     rep.ok += 1;
                     rep.times_us.push(c.started.elapsed().as_micros() as u32);
@@ -578,6 +585,7 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
         password: a.s("password", "pw"),
         tls: tls_config(direct)?,
         direct_tls: direct,
+        register: scenario == "register",
         cache: scram::Cache::load(cache_path.as_deref()),
         rng: ring::rand::SystemRandom::new(),
     });
@@ -592,6 +600,28 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
     let head = |sc: &str| format!("{{\"scenario\":\"{sc}\",\"label\":{},\"tls\":\"{}\"", json_str(&label), if direct { "direct" } else { "starttls" });
 
     match scenario {
+        "register" => {
+            let n: usize = a.n("count", 100)?;
+            let run = Run::start(ctx.clone(), threads.max(1), timeout)?;
+            let r = login(&run, user_names(&tmpl, off, off + n), conc, false)?;
+            let secs = match (r.start, r.end) {
+                (Some(s), Some(e)) => (e - s).as_secs_f64(),
+                _ => 0.0,
+            };
+            println!(
+                "{},\"accounts\":{n},\"ok\":{},\"failed\":{},\"secs\":{secs:.3}{}}}",
+                head("register"),
+                r.ok,
+                r.failed,
+                r.first_err.as_ref().map(|e| format!(",\"first_error\":{}", json_str(e))).unwrap_or_default()
+            );
+            eprintln!("register: {} of {n} accounts in {secs:.1}s ({} failed){}", r.ok, r.failed,
+                r.first_err.as_ref().map(|e| format!(" [first error: {e}]")).unwrap_or_default());
+            run.stop();
+            if r.failed > 0 {
+                return Err("some registrations failed".into());
+            }
+        }
         "logins" => {
             let stages: Vec<usize> = a
                 .s("count", "100")
