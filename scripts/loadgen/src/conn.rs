@@ -76,6 +76,8 @@ fn parse_body(b: &[u8]) -> Option<(u64, u64)> {
 impl Conn {
     pub fn connect(ctx: &Ctx, user: String) -> io::Result<Conn> {
         let sock = TcpStream::connect(ctx.addr)?;
+        // Small stanzas must not wait for the peer's ACK (Nagle): latency is measured.
+        sock.set_nodelay(true)?;
         Ok(Conn {
             sock,
             tls: None,
