@@ -84,7 +84,8 @@ echo "   $(( $(date +%s) - t0 )) s"
 
 echo "== starting hearth on 127.0.0.1:$PORT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-hearth serve >"$DIR/server.log" 2>&1 &
+# Not through the shell function: $! must be the server itself.
+"$HEARTH_BIN" --config "$DIR/hearth.toml" serve >"$DIR/server.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do
   if "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then

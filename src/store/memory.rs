@@ -1,12 +1,19 @@
 //! In-memory `Store`: the twin of `RedbStore` that protocol tests run against.
 
-use super::{Store, StoreError};
+use super::{RosterItem, Store, StoreError};
 use crate::sasl::Credentials;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Default)]
 pub struct MemoryStore {
     accounts: BTreeMap<String, Credentials>,
+    /// account -> (version, contact -> record)
+    rosters: BTreeMap<String, (u64, BTreeMap<String, RosterItem>)>,
+    offline: BTreeMap<String, VecDeque<Vec<u8>>>,
+    kv: BTreeMap<(String, String), Vec<u8>>,
+    uncommitted: bool,
+    /// Commits made (tests check grouping).
+    pub commits: u64,
 }
 
 impl MemoryStore {
@@ -23,6 +30,7 @@ impl Store for MemoryStore {
         if self.accounts.contains_key(bare_jid) {
             return Ok(false);
         }
+        self.uncommitted = true;
         self.accounts.insert(bare_jid.to_owned(), creds.clone());
         Ok(true)
     }
@@ -33,6 +41,7 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         match self.accounts.get_mut(bare_jid) {
             Some(c) => {
+                self.uncommitted = true;
                 *c = creds.clone();
                 Ok(true)
             }
@@ -40,6 +49,10 @@ impl Store for MemoryStore {
         }
     }
     fn account_delete(&mut self, bare_jid: &str) -> Result<bool, StoreError> {
+        self.uncommitted = true;
+        self.rosters.remove(bare_jid);
+        self.offline.remove(bare_jid);
+        self.kv.retain(|(a, _), _| a != bare_jid);
         Ok(self.accounts.remove(bare_jid).is_some())
     }
     fn account_list(&self, domain: Option<&str>) -> Result<Vec<String>, StoreError> {
@@ -52,5 +65,76 @@ impl Store for MemoryStore {
     }
     fn account_count(&self) -> Result<u64, StoreError> {
         Ok(self.accounts.len() as u64)
+    }
+
+    fn roster_items(&self, account: &str) -> Result<Vec<RosterItem>, StoreError> {
+        Ok(self
+            .rosters
+            .get(account)
+            .map(|(_, items)| items.values().cloned().collect())
+            .unwrap_or_default())
+    }
+    fn roster_item(&self, account: &str, contact: &str) -> Result<Option<RosterItem>, StoreError> {
+        Ok(self
+            .rosters
+            .get(account)
+            .and_then(|(_, items)| items.get(contact).cloned()))
+    }
+    fn roster_version(&self, account: &str) -> Result<u64, StoreError> {
+        Ok(self.rosters.get(account).map_or(0, |(v, _)| *v))
+    }
+    fn roster_put(&mut self, account: &str, item: &RosterItem) -> Result<u64, StoreError> {
+        self.uncommitted = true;
+        let (version, items) = self.rosters.entry(account.to_owned()).or_default();
+        *version += 1;
+        let mut stored = item.clone();
+        stored.version = *version;
+        items.insert(item.jid.clone(), stored);
+        Ok(*version)
+    }
+    fn offline_push(&mut self, account: &str, stanza: &[u8]) -> Result<(), StoreError> {
+        self.uncommitted = true;
+        self.offline
+            .entry(account.to_owned())
+            .or_default()
+            .push_back(stanza.to_vec());
+        Ok(())
+    }
+    fn offline_count(&self, account: &str) -> Result<u64, StoreError> {
+        Ok(self.offline.get(account).map_or(0, |q| q.len() as u64))
+    }
+    fn offline_total(&self) -> Result<u64, StoreError> {
+        Ok(self.offline.values().map(|q| q.len() as u64).sum())
+    }
+    fn offline_take(&mut self, account: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let q = self.offline.remove(account).unwrap_or_default();
+        if !q.is_empty() {
+            self.uncommitted = true;
+        }
+        Ok(q.into())
+    }
+    fn kv_get(&self, account: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv.get(&(account.to_owned(), key.to_owned())).cloned())
+    }
+    fn kv_put(&mut self, account: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.uncommitted = true;
+        self.kv
+            .insert((account.to_owned(), key.to_owned()), value.to_vec());
+        Ok(())
+    }
+    fn kv_delete(&mut self, account: &str, key: &str) -> Result<(), StoreError> {
+        self.uncommitted = true;
+        self.kv.remove(&(account.to_owned(), key.to_owned()));
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if self.uncommitted {
+            self.uncommitted = false;
+            self.commits += 1;
+        }
+        Ok(())
+    }
+    fn has_uncommitted(&self) -> bool {
+        self.uncommitted
     }
 }

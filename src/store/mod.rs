@@ -6,9 +6,11 @@
 
 pub mod memory;
 pub mod redb_store;
+pub mod roster;
 
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
+pub use roster::{RosterItem, Subscription};
 
 use crate::sasl::Credentials;
 
@@ -40,6 +42,43 @@ pub trait Store {
     fn account_list(&self, domain: Option<&str>) -> Result<Vec<String>, StoreError>;
     /// Number of accounts.
     fn account_count(&self) -> Result<u64, StoreError>;
+
+    // Rosters (RFC 6121). Records include hidden ones (pending requests, tombstones).
+
+    /// Every roster record of an account, in any order.
+    fn roster_items(&self, account: &str) -> Result<Vec<RosterItem>, StoreError>;
+    /// One record, by the contact's bare JID.
+    fn roster_item(&self, account: &str, contact: &str) -> Result<Option<RosterItem>, StoreError>;
+    /// The account's roster version: 0 for a roster never written.
+    fn roster_version(&self, account: &str) -> Result<u64, StoreError>;
+    /// Stores a record, bumping the account's roster version and stamping the record with
+    /// it; returns the new version.
+    fn roster_put(&mut self, account: &str, item: &RosterItem) -> Result<u64, StoreError>;
+
+    // Offline messages (XEP-0160), stored as serialized stanzas in arrival order.
+
+    /// Appends a stanza to the account's offline queue.
+    fn offline_push(&mut self, account: &str, stanza: &[u8]) -> Result<(), StoreError>;
+    /// Number of stanzas queued for the account.
+    fn offline_count(&self, account: &str) -> Result<u64, StoreError>;
+    /// Number of stanzas queued for all accounts.
+    fn offline_total(&self) -> Result<u64, StoreError>;
+    /// Removes and returns the account's queue, oldest first.
+    fn offline_take(&mut self, account: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    // Small per-account values: vCard, private XML, block list, last activity. Keys are
+    // chosen by the features ("vcard", "private:NS", "blocklist", "last").
+
+    fn kv_get(&self, account: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn kv_put(&mut self, account: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn kv_delete(&mut self, account: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Makes every write since the last commit durable. The server calls it once per event
+    /// loop turn (group commit) and releases what acknowledges those writes only after it.
+    /// Reads see uncommitted writes.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Whether there are writes not yet committed.
+    fn has_uncommitted(&self) -> bool;
 }
 
 /// The behaviour every `Store` implementation must share, run against each of them.

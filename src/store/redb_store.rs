@@ -175,6 +175,50 @@ impl Store for RedbStore {
             .len()
             .map_err(self.err("count accounts"))
     }
+    // SKELETON: the store helper implements these with group commit.
+    fn roster_items(&self, _account: &str) -> Result<Vec<super::RosterItem>, StoreError> {
+        todo!()
+    }
+    fn roster_item(
+        &self,
+        _account: &str,
+        _contact: &str,
+    ) -> Result<Option<super::RosterItem>, StoreError> {
+        todo!()
+    }
+    fn roster_version(&self, _account: &str) -> Result<u64, StoreError> {
+        todo!()
+    }
+    fn roster_put(&mut self, _account: &str, _item: &super::RosterItem) -> Result<u64, StoreError> {
+        todo!()
+    }
+    fn offline_push(&mut self, _account: &str, _stanza: &[u8]) -> Result<(), StoreError> {
+        todo!()
+    }
+    fn offline_count(&self, _account: &str) -> Result<u64, StoreError> {
+        todo!()
+    }
+    fn offline_total(&self) -> Result<u64, StoreError> {
+        todo!()
+    }
+    fn offline_take(&mut self, _account: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        todo!()
+    }
+    fn kv_get(&self, _account: &str, _key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        todo!()
+    }
+    fn kv_put(&mut self, _account: &str, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
+        todo!()
+    }
+    fn kv_delete(&mut self, _account: &str, _key: &str) -> Result<(), StoreError> {
+        todo!()
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn has_uncommitted(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
