@@ -81,6 +81,7 @@ def main():
     hr = f" at {half:,.0f} msg/s" if half else " at half rate"
     row(f"latency p50{hr}", lambda s: find(s, "messages", "half")["lat_us_p50"] / 1000, "ms", "low")
     row(f"latency p99{hr}", lambda s: find(s, "messages", "half")["lat_us_p99"] / 1000, "ms", "low")
+    row("  rate achieved in that test", lambda s: find(s, "messages", "half")["msgs_per_s"], "/s", "high")
     row("  delivered all at that rate", lambda s: find(s, "messages", "half")["delivered_all"], "", None)
     row("ping-pong round trip p50", lambda s: find(s, "pingpong")["lat_us_p50"] / 1000, "ms", "low")
     row("ping-pong round trip p99", lambda s: find(s, "pingpong")["lat_us_p99"] / 1000, "ms", "low")
