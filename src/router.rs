@@ -31,6 +31,9 @@ pub struct Session {
     /// Full JIDs that got directed available presence from this session (RFC 6121 §4.6), to
     /// send unavailable to when the session ends.
     pub directed: Vec<Jid>,
+    /// The client asked for the roster: it is an "interested resource" that gets roster
+    /// pushes (RFC 6121 §2.1.6).
+    pub roster_requested: bool,
 }
 
 impl Session {
@@ -133,6 +136,7 @@ impl Router {
                 presence: None,
                 priority: 0,
                 directed: Vec::new(),
+                roster_requested: false,
             },
         );
         self.by_account.entry(account.clone()).or_default().push(id);

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::features::{IqRequest, IqTo, IqType, Registry};
+use crate::features::{Ctx, Outbox, Registry};
 use crate::jid::Jid;
-use crate::router::{Router, Session, SessionId, Target};
-use crate::stanza::{StanzaCondition, StanzaError, StanzaKind, error_reply, iq_result};
+use crate::router::{Router, SessionId};
 use crate::store::Store;
 use crate::stream::c2s::{C2sConn, Env, Upcall};
 use crate::stream::error::{StreamCondition, StreamError};
-use crate::xml::{Element, ns};
+
+mod routing;
 
 /// The driver's handle for a connection. Opaque to the core; the driver makes it unique over
 /// the process lifetime (slot index plus generation), so a stale id never aliases a new socket.
@@ -65,10 +65,6 @@ pub trait RandomSource {
     fn fill(&mut self, buf: &mut [u8]);
 }
 
-/// Most directed-presence recipients remembered per session (RFC 6121 §4.6); beyond it the
-/// oldest is forgotten and will not get unavailable presence at logout.
-const MAX_DIRECTED_PRESENCE: usize = 64;
-
 struct Conn {
     c2s: C2sConn,
     session: Option<SessionId>,
@@ -89,6 +85,10 @@ pub struct Server {
     actions: VecDeque<Action>,
     /// Upcalls waiting to be processed, tagged with their connection.
     pending: VecDeque<(ConnId, Upcall)>,
+    /// Actions waiting for the store's commit (see `push_action`).
+    held: VecDeque<Action>,
+    /// What features asked to send or route, processed after each feature call.
+    outbox: Outbox,
     /// Made once so an unknown account's SCRAM salt is the same on every attempt.
     fake_salt_key: [u8; 32],
 }
@@ -113,6 +113,8 @@ impl Server {
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             pending: VecDeque::new(),
+            held: VecDeque::new(),
+            outbox: Outbox::default(),
         }
     }
 
@@ -156,7 +158,7 @@ impl Server {
         if let Some(c) = self.conns.get(&conn) {
             log::debug!("{conn:?}: disconnected ({})", c.peer);
         }
-        self.forget_conn(conn);
+        self.forget_conn(now, conn);
         self.process(now);
     }
 
@@ -193,6 +195,8 @@ impl Server {
         let result = match ControlRequest::parse(request) {
             Ok(req) => {
                 let r = execute(&req, &self.config, &mut *self.store);
+                // The CLI is told only what is durable.
+                self.commit();
                 if r.is_ok() {
                     match &req {
                         ControlRequest::UserDel { jid } => {
@@ -235,6 +239,7 @@ impl Server {
         let mut out = Vec::new();
         let mut env = Env {
             config: &self.config,
+            registry: &self.registry,
             store: &*self.store,
             random: &mut *self.random,
             fake_salt_key: self.fake_salt_key,
@@ -266,13 +271,13 @@ impl Server {
         // Bounded: every upcall is consumed; new ones come only from finite buffered input.
         while let Some((id, up)) = self.pending.pop_front() {
             match up {
-                Upcall::Send(bytes) => self.actions.push_back(Action::Send { conn: id, bytes }),
-                Upcall::StartTls(buffered) => self
-                    .actions
-                    .push_back(Action::StartTls { conn: id, buffered }),
+                Upcall::Send(bytes) => self.push_action(Action::Send { conn: id, bytes }),
+                Upcall::StartTls(buffered) => {
+                    self.push_action(Action::StartTls { conn: id, buffered })
+                }
                 Upcall::Close => {
-                    self.actions.push_back(Action::Close { conn: id });
-                    self.forget_conn(id);
+                    self.push_action(Action::Close { conn: id });
+                    self.forget_conn(now, id);
                 }
                 Upcall::Bind { iq_id, resource } => self.bind(now, id, &iq_id, resource),
                 Upcall::Stanza(e) => self.route_from_session(now, id, e),
@@ -280,7 +285,7 @@ impl Server {
         }
     }
 
-    fn forget_conn(&mut self, id: ConnId) {
+    fn forget_conn(&mut self, now: Instant, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
@@ -288,41 +293,30 @@ impl Server {
             self.timers.remove(&(t, id));
         }
         if let Some(sid) = conn.session {
-            self.end_session(sid);
+            self.end_session(now, sid);
         }
     }
 
-    /// Removes a session, telling whoever saw it available that it is gone.
-    fn end_session(&mut self, sid: SessionId) {
-        if let Some(s) = self.router.unbind(sid) {
-            log::info!("session ended: {}", s.jid);
-            self.announce_gone(&s);
-        }
-    }
-
-    /// Sends unavailable presence for a session that left the router to the account's other
-    /// available resources and to those it sent directed presence to (RFC 6121 §4.5.2, §4.6).
-    fn announce_gone(&mut self, s: &Session) {
-        if !s.is_available() {
+    /// Ends a session: the session-end hooks run while it is still in the router (presence
+    /// goes out to whoever saw it), then it leaves.
+    fn end_session(&mut self, now: Instant, sid: SessionId) {
+        if self.router.session(sid).is_none() {
             return;
         }
-        let unavailable = Element::new("presence", ns::CLIENT)
-            .with_attr("type", "unavailable")
-            .with_attr("from", &s.jid.to_string());
-        let mut conns: Vec<ConnId> = self
-            .router
-            .sessions_of(&s.jid.to_bare())
-            .filter(|o| o.is_available())
-            .map(|o| o.conn)
-            .collect();
-        for target in &s.directed {
-            if let Some(t) = self.router.find_full(target) {
-                conns.push(t.conn);
-            }
+        for hook in &self.registry.session_end {
+            let mut ctx = Ctx {
+                now,
+                config: &self.config,
+                store: &mut *self.store,
+                router: &mut self.router,
+                out: &mut self.outbox,
+            };
+            hook(&mut ctx, sid);
         }
-        conns.sort();
-        conns.dedup();
-        self.deliver(&conns, &unavailable, true);
+        if let Some(s) = self.router.unbind(sid) {
+            log::info!("session ended: {}", s.jid);
+        }
+        self.flush_outbox(now);
     }
 
     fn bind(&mut self, now: Instant, id: ConnId, iq_id: &str, resource: Option<String>) {
@@ -337,6 +331,28 @@ impl Server {
         self.random.fill(&mut rnd);
         let generated: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
         let generated = format!("hearth-{generated}");
+        // RFC 6120 §7.7.2.2: a new login with the same full JID replaces the older session.
+        let wanted = account.with_resource(resource.as_deref().unwrap_or(&generated));
+        if let Some(old) = wanted
+            .ok()
+            .and_then(|j| self.router.find_full(&j).map(|s| (s.id, s.conn)))
+        {
+            let (old_sid, old_conn) = old;
+            log::info!("{account}: session replaced by a new login with the same resource");
+            if let Some(c) = self.conns.get_mut(&old_conn) {
+                c.session = None;
+            }
+            self.end_session(now, old_sid);
+            self.with_conn(old_conn, |c, env| {
+                c.fail(
+                    StreamError::with_text(
+                        StreamCondition::Conflict,
+                        "replaced by a new login with the same resource",
+                    ),
+                    env,
+                )
+            });
+        }
         let result = self.router.bind(
             &account,
             resource.as_deref(),
@@ -346,23 +362,6 @@ impl Server {
         );
         let result = match result {
             Ok(bound) => {
-                if let Some(old) = bound.replaced {
-                    log::info!("{}: replaced by a new login", old.jid);
-                    let old_conn = old.conn;
-                    if let Some(c) = self.conns.get_mut(&old_conn) {
-                        c.session = None;
-                    }
-                    self.announce_gone(&old);
-                    self.with_conn(old_conn, |c, env| {
-                        c.fail(
-                            StreamError::with_text(
-                                StreamCondition::Conflict,
-                                "replaced by a new login with the same resource",
-                            ),
-                            env,
-                        )
-                    });
-                }
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.session = Some(bound.id);
                 }
@@ -390,232 +389,38 @@ impl Server {
         self.process(now);
     }
 
-    /// Sends `e` to each connection (serialized once). `only_bound` skips connections whose
-    /// stream is not in the bound state any more.
-    fn deliver(&mut self, conns: &[ConnId], e: &Element, only_bound: bool) {
-        if conns.is_empty() {
-            return;
-        }
-        let bytes = e.to_bytes(ns::CLIENT);
-        for c in conns {
-            let ok = self
-                .conns
-                .get(c)
-                .is_some_and(|k| !only_bound || k.c2s.bound_jid().is_some());
-            if ok {
-                self.actions.push_back(Action::Send {
-                    conn: *c,
-                    bytes: bytes.clone(),
-                });
+    /// Queues an action, holding it back while the store has uncommitted writes: whatever is
+    /// sent after a write may acknowledge it, and nothing is acknowledged before it is durable.
+    fn push_action(&mut self, action: Action) {
+        if self.store.has_uncommitted() || !self.held.is_empty() {
+            if matches!(action, Action::StartTls { .. }) {
+                // The driver must switch to TLS before it reads this connection again, so
+                // this cannot wait for the end of the turn: commit now.
+                self.held.push_back(action);
+                self.commit();
+                return;
             }
-        }
-    }
-
-    fn reply(&mut self, conn: ConnId, e: &Element) {
-        self.actions.push_back(Action::Send {
-            conn,
-            bytes: e.to_bytes(ns::CLIENT),
-        });
-    }
-
-    fn refuse(&mut self, conn: ConnId, stanza: &Element, err: StanzaError, domain: &str) {
-        if let Some(r) = error_reply(stanza, &err, domain) {
-            self.reply(conn, &r);
-        }
-    }
-
-    /// A stanza from a bound session (`from` stamped).
-    fn route_from_session(&mut self, now: Instant, conn: ConnId, e: Element) {
-        let Some(sid) = self.conns.get(&conn).and_then(|c| c.session) else {
-            return;
-        };
-        let Some(from) = self.router.session(sid).map(|s| s.jid.clone()) else {
-            return;
-        };
-        let Some(kind) = StanzaKind::of(&e) else {
-            return;
-        };
-        let own_domain = from.domain().to_owned();
-        let to = match e.attr("to") {
-            None => None,
-            Some(t) => match Jid::parse(t) {
-                Ok(j) => Some(j),
-                Err(_) => {
-                    return self.refuse(
-                        conn,
-                        &e,
-                        StanzaError::new(StanzaCondition::JidMalformed),
-                        &own_domain,
-                    );
-                }
-            },
-        };
-        let to = match (kind, to) {
-            // RFC 6121 §4.2.2: presence without `to` is a broadcast.
-            (StanzaKind::Presence, None) => return self.presence_broadcast(now, sid, e),
-            // RFC 6120 §10.3: no `to` means the sender's own account.
-            (_, None) => from.to_bare(),
-            (_, Some(t)) => t,
-        };
-        if kind == StanzaKind::Presence {
-            self.track_directed(sid, &to, e.attr("type"));
-        }
-        let hosted = self.config.hosts(to.domain());
-        let exists = match to.local() {
-            Some(_) if hosted => match self.store.account_credentials(&to.to_bare().to_string()) {
-                Ok(found) => found.is_some(),
-                Err(err) => {
-                    log::error!("store: {err}");
-                    return self.refuse(
-                        conn,
-                        &e,
-                        StanzaError::new(StanzaCondition::InternalServerError),
-                        &own_domain,
-                    );
-                }
-            },
-            _ => false,
-        };
-        match self
-            .router
-            .resolve(kind, e.attr("type"), &to, hosted, exists)
-        {
-            Target::Sessions(conns) => self.deliver(&conns, &e, true),
-            Target::Refuse(cond) => self.refuse(conn, &e, StanzaError::new(cond), &own_domain),
-            Target::Drop => {}
-            Target::Server { account } => self.server_iq(now, conn, &from, &to, account, &e),
-        }
-    }
-
-    /// An IQ the server answers itself (RFC 6120 §8.4 for what nobody handles).
-    fn server_iq(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        from: &Jid,
-        to: &Jid,
-        account: Option<Jid>,
-        e: &Element,
-    ) {
-        let iq_type = match e.attr("type") {
-            Some("get") => IqType::Get,
-            Some("set") => IqType::Set,
-            // Results and errors addressed to the server answer nothing we asked.
-            _ => return,
-        };
-        let to_str = to.to_string();
-        let mut payloads = e.child_elements();
-        let (Some(payload), None) = (payloads.next(), payloads.next()) else {
-            return self.refuse(
-                conn,
-                e,
-                StanzaError::new(StanzaCondition::BadRequest),
-                &to_str,
-            );
-        };
-        let target = if account.is_some() {
-            IqTo::Account
+            self.held.push_back(action);
         } else {
-            IqTo::Host
-        };
-        let addressee = account.unwrap_or_else(|| to.to_bare());
-        let Some(handler) = self.registry.handler(target, iq_type, &payload.ns) else {
-            return self.refuse(
-                conn,
-                e,
-                StanzaError::new(StanzaCondition::ServiceUnavailable),
-                &to_str,
-            );
-        };
-        let req = IqRequest {
-            now,
-            config: &self.config,
-            from,
-            to: &addressee,
-            iq_type,
-            payload,
-            disco: self.registry.disco(target),
-        };
-        match handler(&req) {
-            Ok(payload) => {
-                let mut r = iq_result(e, &to_str);
-                if let Some(p) = payload {
-                    r.push_child(p);
-                }
-                self.reply(conn, &r);
-            }
-            Err(err) => self.refuse(conn, e, err, &to_str),
+            self.actions.push_back(action);
         }
     }
 
-    /// RFC 6121 §4.2 and §4.5: presence without `to` updates the session and goes to the
-    /// account's available resources (contacts come with rosters).
-    fn presence_broadcast(&mut self, _now: Instant, sid: SessionId, e: Element) {
-        let available = match e.attr("type") {
-            None => true,
-            Some("unavailable") => false,
-            // Subscription and probe types need a `to`.
-            _ => return,
-        };
-        let priority = e
-            .child("priority", ns::CLIENT)
-            .and_then(|p| p.text().trim().parse::<i8>().ok())
-            .unwrap_or(0);
-        let Some(s) = self.router.session_mut(sid) else {
-            return;
-        };
-        let initial = available && s.presence.is_none();
-        let me = s.conn;
-        let account = s.jid.to_bare();
-        let directed = if available {
-            Vec::new()
-        } else {
-            std::mem::take(&mut s.directed)
-        };
-        s.priority = if available { priority } else { 0 };
-        s.presence = available.then(|| e.clone());
-        let mut conns: Vec<ConnId> = self
-            .router
-            .sessions_of(&account)
-            .filter(|o| o.is_available() || o.conn == me)
-            .map(|o| o.conn)
-            .collect();
-        for t in &directed {
-            if let Some(o) = self.router.find_full(t) {
-                conns.push(o.conn);
-            }
-        }
-        conns.sort();
-        conns.dedup();
-        self.deliver(&conns, &e, true);
-        if initial {
-            // The new resource learns about the account's other available resources.
-            let others: Vec<Element> = self
-                .router
-                .sessions_of(&account)
-                .filter(|o| o.conn != me)
-                .filter_map(|o| o.presence.clone())
-                .collect();
-            for p in others {
-                self.deliver(&[me], &p, true);
-            }
-        }
+    /// End of an event-loop turn: one durable commit for all the turn's writes (group commit),
+    /// then what was held back is released.
+    pub fn end_turn(&mut self, _now: Instant) {
+        self.commit();
     }
 
-    fn track_directed(&mut self, sid: SessionId, to: &Jid, presence_type: Option<&str>) {
-        let Some(s) = self.router.session_mut(sid) else {
-            return;
-        };
-        match presence_type {
-            None if !s.directed.contains(to) => {
-                if s.directed.len() >= MAX_DIRECTED_PRESENCE {
-                    s.directed.remove(0);
-                }
-                s.directed.push(to.clone());
+    fn commit(&mut self) {
+        if self.store.has_uncommitted() {
+            if let Err(e) = self.store.commit() {
+                // The writes are lost; what was held still goes out, since withholding it
+                // would stall the sessions without bringing the data back.
+                log::error!("store commit failed: {e}");
             }
-            Some("unavailable") => s.directed.retain(|d| d != to),
-            _ => {}
         }
+        self.actions.extend(self.held.drain(..));
     }
 }
 

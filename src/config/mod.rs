@@ -93,6 +93,12 @@ pub struct Limits {
     pub max_outgoing_bytes: usize,
     /// Resources (sessions) one account may have bound at once.
     pub max_sessions_per_account: usize,
+    /// Contacts on one roster.
+    pub max_roster_items: usize,
+    /// Offline messages kept for one account (XEP-0160); past it senders get an error.
+    pub max_offline_per_account: usize,
+    /// Offline messages kept for all accounts together.
+    pub max_offline_total: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +146,9 @@ impl Default for Config {
                 max_attrs: 64,
                 max_outgoing_bytes: 1024 * 1024,
                 max_sessions_per_account: 16,
+                max_roster_items: 1000,
+                max_offline_per_account: 1000,
+                max_offline_total: 100_000,
             },
             storage: StorageSettings {
                 cache_bytes: 4 * 1024 * 1024,
@@ -564,6 +573,9 @@ impl Loader<'_> {
                 "max_attrs" => &mut l.max_attrs,
                 "max_outgoing_bytes" => &mut l.max_outgoing_bytes,
                 "max_sessions_per_account" => &mut l.max_sessions_per_account,
+                "max_roster_items" => &mut l.max_roster_items,
+                "max_offline_per_account" => &mut l.max_offline_per_account,
+                "max_offline_total" => &mut l.max_offline_total,
                 _ => return Err(self.unknown(&name, e.line)),
             };
             *field = self.int(&name, e, 1, None)?;
@@ -598,6 +610,9 @@ max_depth = 64
 max_attrs = 64
 max_outgoing_bytes = 1048576
 max_sessions_per_account = 16
+max_roster_items = 1000
+max_offline_per_account = 1000
+max_offline_total = 100000
 [storage]
 cache_bytes = 4194304
 "#;
@@ -658,6 +673,9 @@ cache_bytes = 4194304
                 max_attrs: 64,
                 max_outgoing_bytes: 1048576,
                 max_sessions_per_account: 16,
+                max_roster_items: 1000,
+                max_offline_per_account: 1000,
+                max_offline_total: 100_000,
             },
             storage: StorageSettings {
                 cache_bytes: 4194304,

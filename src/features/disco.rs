@@ -1,7 +1,7 @@
 //! Service Discovery (XEP-0030): disco#info generated from the registry, so it lists exactly
 //! what is registered; disco#items is empty until there are components.
 
-use super::{IqRequest, IqResult, IqTo, IqType, Registry};
+use super::{Ctx, IqRequest, IqResult, IqTo, IqType, Registry};
 use crate::stanza::{StanzaCondition, StanzaError};
 use crate::xml::{Element, ns};
 
@@ -16,7 +16,7 @@ pub fn register(r: &mut Registry) {
     r.identity(IqTo::Account, "account", "registered", "");
 }
 
-fn info(req: &IqRequest) -> IqResult {
+fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     // Nodes (XEP-0030 §3.2) are not used by any registered feature yet.
     if req.payload.attr("node").is_some() {
         return Err(StanzaError::new(StanzaCondition::ItemNotFound));
@@ -39,10 +39,15 @@ fn info(req: &IqRequest) -> IqResult {
     for var in &req.disco.features {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", var));
     }
+    for make in &req.disco.extensions {
+        if let Some(form) = make(ctx.config) {
+            q.push_child(form);
+        }
+    }
     Ok(Some(q))
 }
 
-fn items(req: &IqRequest) -> IqResult {
+fn items(_ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     if req.payload.attr("node").is_some() {
         return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }

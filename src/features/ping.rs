@@ -1,7 +1,7 @@
 //! XMPP Ping (XEP-0199): the server answers pings to itself and, on an account's behalf, to
 //! bare JIDs. (Server-initiated pings of quiet clients come with the IM issue.)
 
-use super::{IqRequest, IqResult, IqTo, IqType, Registry};
+use super::{Ctx, IqRequest, IqResult, IqTo, IqType, Registry};
 use crate::xml::ns;
 
 pub fn register(r: &mut Registry) {
@@ -11,6 +11,6 @@ pub fn register(r: &mut Registry) {
 }
 
 /// XEP-0199 §4.2: an empty result.
-fn pong(_req: &IqRequest) -> IqResult {
+fn pong(_ctx: &mut Ctx, _req: &IqRequest) -> IqResult {
     Ok(None)
 }

@@ -1,6 +1,6 @@
 //! Software Version (XEP-0092) of the server.
 
-use super::{IqRequest, IqResult, IqTo, IqType, Registry};
+use super::{Ctx, IqRequest, IqResult, IqTo, IqType, Registry};
 use crate::xml::{Element, ns};
 
 pub fn register(r: &mut Registry) {
@@ -10,7 +10,7 @@ pub fn register(r: &mut Registry) {
 
 /// XEP-0092 §2: name and version; the OS is left out, as the XEP allows, so as not to tell
 /// strangers what to attack.
-fn version(_req: &IqRequest) -> IqResult {
+fn version(_ctx: &mut Ctx, _req: &IqRequest) -> IqResult {
     Ok(Some(
         Element::new("query", ns::VERSION)
             .with_child(Element::new("name", ns::VERSION).with_text("Hearth"))

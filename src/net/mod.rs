@@ -243,6 +243,12 @@ impl Driver {
                 self.settle(now);
             }
             self.run_timers(Instant::now());
+            // Group commit: one durable store commit for the whole turn, then the replies
+            // that waited for it.
+            let now = Instant::now();
+            self.server.end_turn(now);
+            self.apply_actions(now);
+            self.settle(now);
             if stop {
                 self.shutdown(signals);
                 return Ok(());

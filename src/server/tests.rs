@@ -67,6 +67,7 @@ impl Harness {
     }
 
     fn drain(&mut self) {
+        self.server.end_turn(self.now);
         while let Some(a) = self.server.poll_action() {
             match a {
                 Action::Send { conn, bytes } => self

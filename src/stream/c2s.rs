@@ -45,6 +45,8 @@ pub enum Upcall {
 /// What a connection may use while handling input.
 pub struct Env<'a> {
     pub config: &'a Config,
+    /// For the stream features that features add (`Registry::stream_features`).
+    pub registry: &'a crate::features::Registry,
     pub store: &'a dyn Store,
     pub random: &'a mut dyn RandomSource,
     /// Per-process key for the fake salts that hide whether an account exists.
@@ -342,7 +344,7 @@ impl C2sConn {
         // The features element is in the stream namespace, under the prefix our header
         // declared; its children carry their own namespaces.
         bytes.extend_from_slice(b"<stream:features>");
-        for f in self.features() {
+        for f in self.features(env) {
             f.write_to(&mut bytes, ns::STREAM);
         }
         bytes.extend_from_slice(b"</stream:features>");
@@ -375,7 +377,7 @@ impl C2sConn {
     }
 
     /// RFC 6120 §4.3.2: the features for the negotiation step the stream is at.
-    fn features(&self) -> Vec<Element> {
+    fn features(&self, env: &Env) -> Vec<Element> {
         let mut f = Vec::new();
         if self.tls.is_none() {
             f.push(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
@@ -401,6 +403,11 @@ impl C2sConn {
                 Element::new("session", ns::SESSION)
                     .with_child(Element::new("optional", ns::SESSION)),
             );
+            for make in &env.registry.stream_features {
+                if let Some(e) = make(env.registry, env.config) {
+                    f.push(e);
+                }
+            }
         }
         f
     }

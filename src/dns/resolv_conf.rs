@@ -1,0 +1,198 @@
+//! `/etc/resolv.conf` text to nameservers and retry settings, per resolv.conf(5).
+//!
+//! Owns the reading of the file's text only (the caller reads the file, so tests never touch
+//! `/etc`): `nameserver` lines (IPv4 or IPv6, port 53, at most [`MAX_NAMESERVERS`] as glibc's
+//! MAXNS), `options timeout:N attempts:N rotate`, comments. `search`, `domain`, `ndots` and
+//! `sortlist` are ignored: Hearth only resolves fully qualified names. A configured list of
+//! socket addresses (`[dns] nameservers`) replaces the file's servers; see
+//! [`parse_nameserver`] for the forms accepted there.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::Duration;
+
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+/// Nameservers taken from the file, as glibc's MAXNS; later lines are ignored.
+pub const MAX_NAMESERVERS: usize = 3;
+/// resolv.conf(5): "The default is 5" seconds, "capped to 30".
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_TIMEOUT_SECS: u64 = 30;
+/// resolv.conf(5): "The default is 2", "capped to 5".
+pub const DEFAULT_ATTEMPTS: u32 = 2;
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// What resolv.conf says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvConf {
+    /// Servers in file order. Never empty after [`parse`]: with no usable `nameserver` line the
+    /// local host is used, as resolv.conf(5) says.
+    pub nameservers: Vec<SocketAddr>,
+    /// How long to wait for one server before trying the next.
+    pub timeout: Duration,
+    /// Rounds through the server list.
+    pub attempts: u32,
+    /// Spread queries over the servers instead of always starting with the first.
+    pub rotate: bool,
+}
+
+impl Default for ResolvConf {
+    fn default() -> ResolvConf {
+        ResolvConf {
+            nameservers: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DNS_PORT)],
+            timeout: DEFAULT_TIMEOUT,
+            attempts: DEFAULT_ATTEMPTS,
+            rotate: false,
+        }
+    }
+}
+
+/// Parses resolv.conf text. Unknown keywords, unknown options and unusable addresses are
+/// skipped, never fatal: a resolver with defaults beats no resolver.
+pub fn parse(text: &str) -> ResolvConf {
+    let mut conf = ResolvConf {
+        nameservers: Vec::new(),
+        ..ResolvConf::default()
+    };
+    for line in text.lines() {
+        // `#` and `;` start comments, at the start of a line or after a value.
+        let line = line.split(['#', ';']).next().unwrap_or_default();
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                let addr = words.next().and_then(parse_file_address);
+                if conf.nameservers.len() < MAX_NAMESERVERS {
+                    conf.nameservers.extend(addr);
+                }
+            }
+            Some("options") => {
+                for option in words {
+                    apply_option(&mut conf, option);
+                }
+            }
+            _ => {}
+        }
+    }
+    if conf.nameservers.is_empty() {
+        conf.nameservers = ResolvConf::default().nameservers;
+    }
+    conf
+}
+
+fn apply_option(conf: &mut ResolvConf, option: &str) {
+    if option == "rotate" {
+        conf.rotate = true;
+    } else if let Some(n) = option.strip_prefix("timeout:") {
+        if let Ok(n) = n.parse::<u64>() {
+            conf.timeout = Duration::from_secs(n.clamp(1, MAX_TIMEOUT_SECS));
+        }
+    } else if let Some(n) = option.strip_prefix("attempts:") {
+        if let Ok(n) = n.parse::<u32>() {
+            conf.attempts = n.clamp(1, MAX_ATTEMPTS);
+        }
+    }
+}
+
+/// A `nameserver` value from the file: a bare IPv4 or IPv6 address (port 53), IPv6 possibly
+/// with a numeric zone (`fe80::1%2`). Interface names as zones would need the system to map
+/// them to indexes, which this module cannot do, so such lines are skipped.
+fn parse_file_address(s: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, DNS_PORT));
+    }
+    let (ip, zone) = s.split_once('%')?;
+    let ip: Ipv6Addr = ip.parse().ok()?;
+    let zone: u32 = zone.parse().ok()?;
+    Some(SocketAddr::V6(SocketAddrV6::new(ip, DNS_PORT, 0, zone)))
+}
+
+/// One configured nameserver: `192.0.2.1`, `192.0.2.1:5353`, `2001:db8::1`, `[2001:db8::1]:5353`;
+/// without a port, port 53.
+pub fn parse_nameserver(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| parse_file_address(s))
+        .or_else(|| {
+            let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+            parse_file_address(inner)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn typical_file_parses_servers_and_options() {
+        let conf = parse(
+            "# generated by NetworkManager\n\
+             search lan example.org\n\
+             nameserver 192.0.2.53\n\
+             ; another comment\n\
+             nameserver   2001:db8::53   # trailing comment\n\
+             options timeout:3 attempts:4 rotate ndots:2\n",
+        );
+        assert_eq!(
+            conf,
+            ResolvConf {
+                nameservers: vec![sa("192.0.2.53:53"), sa("[2001:db8::53]:53")],
+                timeout: Duration::from_secs(3),
+                attempts: 4,
+                rotate: true,
+            }
+        );
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_with_local_server() {
+        let conf = parse("");
+        assert_eq!(conf.nameservers, vec![sa("127.0.0.1:53")]);
+        assert_eq!(conf.timeout, Duration::from_secs(5));
+        assert_eq!(conf.attempts, 2);
+        assert!(!conf.rotate);
+    }
+
+    #[test]
+    fn more_than_three_servers_keeps_the_first_three() {
+        let conf = parse(
+            "nameserver 192.0.2.1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\nnameserver 192.0.2.4\n",
+        );
+        assert_eq!(conf.nameservers.len(), 3);
+        assert_eq!(conf.nameservers[2], sa("192.0.2.3:53"));
+    }
+
+    #[test]
+    fn options_are_clamped_and_bad_values_ignored() {
+        let conf = parse("options timeout:99 attempts:0\noptions timeout:x attempts:-1 debug\n");
+        assert_eq!(conf.timeout, Duration::from_secs(30));
+        assert_eq!(conf.attempts, 1);
+        let conf = parse("options attempts:9 timeout:0");
+        assert_eq!(conf.attempts, 5);
+        assert_eq!(conf.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_and_zoned_addresses() {
+        let conf = parse(
+            "nameserver not-an-ip\nnameserver fe80::1%eth0\nnameserver fe80::1%2\nnameserver\n#nameserver 192.0.2.9\n",
+        );
+        assert_eq!(conf.nameservers, vec![sa("[fe80::1%2]:53")]);
+    }
+
+    #[test]
+    fn configured_nameserver_forms() {
+        assert_eq!(
+            parse_nameserver("127.0.0.1:5353"),
+            Some(sa("127.0.0.1:5353"))
+        );
+        assert_eq!(parse_nameserver("127.0.0.1"), Some(sa("127.0.0.1:53")));
+        assert_eq!(parse_nameserver("[::1]:5353"), Some(sa("[::1]:5353")));
+        assert_eq!(parse_nameserver("::1"), Some(sa("[::1]:53")));
+        assert_eq!(parse_nameserver("[::1]"), Some(sa("[::1]:53")));
+        assert_eq!(parse_nameserver("localhost:53"), None);
+    }
+}

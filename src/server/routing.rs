@@ -1,0 +1,342 @@
+//! The stanza pipeline: from a session (or a feature) through the hooks and the router to
+//! sessions, features or an error reply.
+//!
+//! Order for a stanza a client sends: stamp `from` (c2s), parse `to`, outbound hooks (e.g.
+//! presence, carbons, blocking), then `route`: for an existing local account the inbound hooks
+//! (e.g. blocking, subscriptions), then the router's decision: delivery (then the delivered
+//! hooks), the server's own IQ handlers, or a refusal (for a message the undeliverable hooks,
+//! e.g. offline storage, get the first say). Stanzas features send with `Outbox::route` take
+//! the same path from `route` on, and are never bounced.
+
+use std::time::Instant;
+
+use super::{Action, ConnId, Server};
+use crate::features::{Ctx, Delivered, Flow, Inbound, IqRequest, IqTo, IqType, OutItem, Outbound};
+use crate::jid::Jid;
+use crate::router::{SessionId, Target};
+use crate::stanza::{StanzaCondition, StanzaError, StanzaKind, error_reply, iq_result};
+use crate::xml::{Element, ns};
+
+/// Most stanzas one feature call may cause to be routed before the server stops following
+/// (a safety net against two features answering each other forever).
+const MAX_ROUTES_PER_FLUSH: usize = 100_000;
+
+/// Who sent a stanza into `route`.
+#[derive(Clone, Copy)]
+pub(super) enum Origin {
+    /// A local session: errors go back to it.
+    Session(SessionId, ConnId),
+    /// The server itself (a feature): undeliverable stanzas are dropped, never bounced.
+    Server,
+}
+
+/// Builds a `Ctx` from the server's fields. A macro rather than a method so that the borrow
+/// checker sees disjoint fields (`registry` stays readable while the context is alive).
+macro_rules! ctx {
+    ($s:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            config: &$s.config,
+            store: &mut *$s.store,
+            router: &mut $s.router,
+            out: &mut $s.outbox,
+        }
+    };
+}
+
+impl Server {
+    /// A stanza from a bound session (`from` stamped by c2s).
+    pub(super) fn route_from_session(&mut self, now: Instant, conn: ConnId, mut e: Element) {
+        let Some(sid) = self.conns.get(&conn).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(from) = self.router.session(sid).map(|s| s.jid.clone()) else {
+            return;
+        };
+        let Some(kind) = StanzaKind::of(&e) else {
+            return;
+        };
+        let to = match e.attr("to") {
+            None => None,
+            Some(t) => match Jid::parse(t) {
+                Ok(j) => Some(j),
+                Err(_) => {
+                    let err = StanzaError::new(StanzaCondition::JidMalformed);
+                    return self.refuse(conn, &e, err, from.domain());
+                }
+            },
+        };
+        let was_available = self.router.session(sid).is_some_and(|s| s.is_available());
+        let info = Outbound {
+            session: sid,
+            conn,
+            from: &from,
+            to: to.as_ref(),
+            kind,
+        };
+        let mut flow = Flow::Continue;
+        for hook in &self.registry.outbound {
+            if hook(&mut ctx!(self, now), &info, &mut e) == Flow::Stop {
+                flow = Flow::Stop;
+                break;
+            }
+        }
+        self.flush_outbox(now);
+        let now_available = self.router.session(sid).is_some_and(|s| s.is_available());
+        if !was_available && now_available {
+            for hook in &self.registry.available {
+                hook(&mut ctx!(self, now), sid);
+            }
+            self.flush_outbox(now);
+        }
+        if flow == Flow::Stop {
+            return;
+        }
+        // RFC 6120 §10.3: no `to` means the sender's own account. Presence without `to` is a
+        // broadcast that the presence feature owns; without it, nobody receives one.
+        let to = match to {
+            Some(t) => t,
+            None if kind == StanzaKind::Presence => return,
+            None => from.to_bare(),
+        };
+        self.route(now, Origin::Session(sid, conn), &from, &to, kind, e);
+    }
+
+    /// Delivers `e` from `from` to `to`, running the recipient's hooks.
+    pub(super) fn route(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        from: &Jid,
+        to: &Jid,
+        kind: StanzaKind,
+        e: Element,
+    ) {
+        let hosted = self.config.hosts(to.domain());
+        let account = to.to_bare();
+        let exists = hosted
+            && to.local().is_some()
+            && match self.store.account_credentials(&account.to_string()) {
+                Ok(found) => found.is_some(),
+                Err(err) => {
+                    log::error!("store: {err}");
+                    let err = StanzaError::new(StanzaCondition::InternalServerError);
+                    return self.refuse_origin(origin, &e, err, to);
+                }
+            };
+        let from_session = match origin {
+            Origin::Session(sid, _) => Some(sid),
+            Origin::Server => None,
+        };
+        if exists {
+            let info = Inbound {
+                from,
+                to,
+                kind,
+                stanza: &e,
+                from_session,
+            };
+            let mut flow = Flow::Continue;
+            for hook in &self.registry.inbound {
+                if hook(&mut ctx!(self, now), &info) == Flow::Stop {
+                    flow = Flow::Stop;
+                    break;
+                }
+            }
+            self.flush_outbox(now);
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+        let target = self
+            .router
+            .resolve(kind, e.attr("type"), to, hosted, exists);
+        match target {
+            Target::Sessions(conns) => {
+                self.deliver(&conns, &e);
+                let info = Delivered {
+                    from,
+                    to,
+                    kind,
+                    stanza: &e,
+                    conns: &conns,
+                };
+                for hook in &self.registry.delivered {
+                    hook(&mut ctx!(self, now), &info);
+                }
+                self.flush_outbox(now);
+            }
+            Target::Server { account } => {
+                if kind == StanzaKind::Iq {
+                    self.server_iq(now, origin, from, to, account, &e);
+                }
+            }
+            Target::Refuse(cond) => {
+                if exists && kind == StanzaKind::Message {
+                    let info = Inbound {
+                        from,
+                        to,
+                        kind,
+                        stanza: &e,
+                        from_session,
+                    };
+                    let mut flow = Flow::Continue;
+                    for hook in &self.registry.undeliverable {
+                        if hook(&mut ctx!(self, now), &info) == Flow::Stop {
+                            flow = Flow::Stop;
+                            break;
+                        }
+                    }
+                    self.flush_outbox(now);
+                    if flow == Flow::Stop {
+                        return;
+                    }
+                }
+                self.refuse_origin(origin, &e, StanzaError::new(cond), to);
+            }
+            Target::Drop => {}
+        }
+    }
+
+    /// An IQ the server answers itself (RFC 6120 §8.4 for what nobody handles).
+    fn server_iq(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        from: &Jid,
+        to: &Jid,
+        account: Option<Jid>,
+        e: &Element,
+    ) {
+        let iq_type = match e.attr("type") {
+            Some("get") => IqType::Get,
+            Some("set") => IqType::Set,
+            // Results and errors addressed to the server answer nothing we asked.
+            _ => return,
+        };
+        let mut payloads = e.child_elements();
+        let (Some(payload), None) = (payloads.next(), payloads.next()) else {
+            let err = StanzaError::new(StanzaCondition::BadRequest);
+            return self.refuse_origin(origin, e, err, to);
+        };
+        let target = if account.is_some() {
+            IqTo::Account
+        } else {
+            IqTo::Host
+        };
+        let addressee = account.unwrap_or_else(|| to.to_bare());
+        let Some(handler) = self.registry.handler(target, iq_type, &payload.ns) else {
+            let err = StanzaError::new(StanzaCondition::ServiceUnavailable);
+            return self.refuse_origin(origin, e, err, to);
+        };
+        let req = IqRequest {
+            from,
+            session: match origin {
+                Origin::Session(sid, _) => Some(sid),
+                Origin::Server => None,
+            },
+            to: &addressee,
+            iq_type,
+            payload,
+            iq: e,
+            disco: self.registry.disco(target),
+        };
+        let result = handler(&mut ctx!(self, now), &req);
+        // The answer goes out after what the handler queued (a roster push before the result
+        // would be fine too, but RFC 6121 §2.1.5 examples show the result first: keep it so).
+        let to_str = to.to_string();
+        let reply = match result {
+            Ok(payload) => {
+                let mut r = iq_result(e, &to_str);
+                if let Some(p) = payload {
+                    r.push_child(p);
+                }
+                Some(r)
+            }
+            Err(err) => error_reply(e, &err, &to_str),
+        };
+        if let (Some(r), Origin::Session(_, conn)) = (reply, origin) {
+            self.reply(conn, &r);
+        }
+        self.flush_outbox(now);
+    }
+
+    /// Sends `e` to each connection that is still a bound session (serialized once).
+    pub(super) fn deliver(&mut self, conns: &[ConnId], e: &Element) {
+        if conns.is_empty() {
+            return;
+        }
+        let bytes = e.to_bytes(ns::CLIENT);
+        for c in conns {
+            if self.is_bound(*c) {
+                self.push_action(Action::Send {
+                    conn: *c,
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+    }
+
+    fn is_bound(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|k| k.c2s.bound_jid().is_some())
+    }
+
+    pub(super) fn reply(&mut self, conn: ConnId, e: &Element) {
+        self.push_action(Action::Send {
+            conn,
+            bytes: e.to_bytes(ns::CLIENT),
+        });
+    }
+
+    pub(super) fn refuse(&mut self, conn: ConnId, stanza: &Element, err: StanzaError, from: &str) {
+        if let Some(r) = error_reply(stanza, &err, from) {
+            self.reply(conn, &r);
+        }
+    }
+
+    fn refuse_origin(&mut self, origin: Origin, stanza: &Element, err: StanzaError, to: &Jid) {
+        if let Origin::Session(_, conn) = origin {
+            self.refuse(conn, stanza, err, &to.to_string());
+        }
+    }
+
+    /// Carries out what features queued: sends, and stanzas to route (which may queue more).
+    pub(super) fn flush_outbox(&mut self, now: Instant) {
+        let mut routed = 0usize;
+        // Bounded by MAX_ROUTES_PER_FLUSH routes; sends only drain.
+        loop {
+            if self.outbox.items.is_empty() {
+                return;
+            }
+            let items = std::mem::take(&mut self.outbox.items);
+            for item in items {
+                match item {
+                    OutItem::Send(conn, bytes) => {
+                        if self.is_bound(conn) {
+                            self.push_action(Action::Send { conn, bytes });
+                        }
+                    }
+                    OutItem::Route(e) => {
+                        routed += 1;
+                        if routed > MAX_ROUTES_PER_FLUSH {
+                            log::error!("features routed too many stanzas in one turn; dropped");
+                            self.outbox.items.clear();
+                            return;
+                        }
+                        let (Some(kind), Some(Ok(from)), Some(Ok(to))) = (
+                            StanzaKind::of(&e),
+                            e.attr("from").map(Jid::parse),
+                            e.attr("to").map(Jid::parse),
+                        ) else {
+                            log::warn!("a feature routed a stanza without from/to; dropped");
+                            continue;
+                        };
+                        self.route(now, Origin::Server, &from, &to, kind, e);
+                    }
+                }
+            }
+        }
+    }
+}
