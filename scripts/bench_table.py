@@ -65,7 +65,7 @@ def main():
     for n in ns:
         row(f"RSS with {n:,} TLS sessions", lambda s, n=n: mib(find(s, "logins", "sessions", sessions=n)["settled_rss_kib"]), "MiB", "low")
         row(f"  per session at {n:,}", lambda s, n=n: (find(s, "logins", "sessions", sessions=n)["settled_rss_kib"] - rec[s]["idle_rss_kib"]) / n, "KiB", "low")
-    row("peak RSS (VmHWM, whole run)", lambda s: mib(rec[s].get("final_hwm_kib")), "MiB", "low")
+    row("peak RSS (VmHWM, whole run)", lambda s: mib(max(rec[s].get("ramp_hwm_kib") or 0, rec[s].get("final_hwm_kib") or 0)), "MiB", "low")
     row("logins/s (full TLS handshake + SCRAM, client PBKDF2 cached)", lambda s: find(s, "logins", "rate")["logins_per_s"], "/s", "high")
     row(f"logins/s ramp to {ns[-1]:,} (client PBKDF2 not cached)", lambda s: find(s, "logins", "sessions", sessions=ns[-1])["logins_per_s"], "/s", "high")
     row("  login time p99 (rate run)", lambda s: find(s, "logins", "rate")["login_ms_p99"], "ms", "low")
@@ -88,7 +88,7 @@ def main():
     row("ping-pong round trips/s", lambda s: find(s, "pingpong")["roundtrips_per_s"], "/s", "high")
     row(f"start to listening, {a.accounts:,} accounts", lambda s: float(rec[s]["start_s"]), "s", "low")
     row(f"creating {a.accounts:,} accounts", lambda s: float(rec[s]["accounts_s"]), "s", None)
-    row("server CPU, whole run", lambda s: float(rec[s]["cpu_total_s"]), "s", None)
+    row("server CPU, whole run", lambda s: float(rec[s]["cpu_total_s"]) + float(rec[s].get("ramp_cpu_s") or 0), "s", None)
     if a.hearth_size:
         rows.append(("binary size (release, stripped)", {"hearth": a.hearth_size / 1024 / 1024}, "MiB", None))
 
@@ -114,7 +114,8 @@ def main():
             for o in others:
                 h, x = vals.get("hearth"), vals.get(o)
                 if better and isinstance(h, (int, float)) and isinstance(x, (int, float)) and x and not isinstance(h, bool):
-                    cells.append(f"{h / x:.2f}×")
+                    r = h / x
+                    cells.append(f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×")
                 else:
                     cells.append("")
         lines.append("| " + " | ".join(cells) + " |")

@@ -326,7 +326,10 @@ impl Conn {
                 } else if split::contains(el, "<conflict") {
                     self.state = St::Ready; // already registered: fine for a benchmark set-up
                 } else {
-                    return Err(format!("registration failed: {}", String::from_utf8_lossy(el)));
+                    return Err(format!(
+                        "registration failed: {}",
+                        String::from_utf8_lossy(el)
+                    ));
                 }
             }
             (b"features", Stage::PostTls) => {
@@ -365,9 +368,12 @@ impl Conn {
                 self.send(header(&ctx.domain).as_bytes());
                 return Ok(true);
             }
-            (b"failure", _) => return Err(format!("SASL failure: {}", String::from_utf8_lossy(el))),
+            (b"failure", _) => {
+                return Err(format!("SASL failure: {}", String::from_utf8_lossy(el)));
+            }
             (b"features", Stage::PostAuth) => {
-                self.need_session = split::contains(el, "xmpp-session") && !split::contains(el, "optional");
+                self.need_session =
+                    split::contains(el, "xmpp-session") && !split::contains(el, "optional");
                 self.send(
                     b"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
                       <resource>lg</resource></bind></iq>",
@@ -383,7 +389,8 @@ impl Conn {
                 } else {
                     return Ok(false);
                 };
-                let is_err = split::contains(el, "type='error'") || split::contains(el, "type=\"error\"");
+                let is_err =
+                    split::contains(el, "type='error'") || split::contains(el, "type=\"error\"");
                 if id != "ping" && is_err {
                     return Err(format!("{id} failed: {}", String::from_utf8_lossy(el)));
                 }

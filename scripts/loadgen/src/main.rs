@@ -45,7 +45,9 @@ impl Args {
         let mut map = HashMap::new();
         let mut i = 0;
         while i < v.len() {
-            let k = v[i].strip_prefix("--").ok_or_else(|| format!("unexpected argument {}", v[i]))?;
+            let k = v[i]
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument {}", v[i]))?;
             if k == "direct-tls" || k == "help" {
                 map.insert(k.to_string(), "1".into());
                 i += 1;
@@ -149,9 +151,18 @@ fn tls_config(direct: bool) -> Result<Arc<rustls::ClientConfig>, String> {
 
 enum Cmd {
     /// Open sessions for these user names, at most `conc` negotiating at once.
-    Login { users: Vec<String>, conc: usize },
+    Login {
+        users: Vec<String>,
+        conc: usize,
+    },
     /// Pairs (sender, receiver) are the conns opened by the last Login, in order.
-    Messages { count: u64, window: u64, rate_pp: f64, echo: bool, epoch: Instant },
+    Messages {
+        count: u64,
+        window: u64,
+        rate_pp: f64,
+        echo: bool,
+        epoch: Instant,
+    },
     Stop,
 }
 
@@ -191,8 +202,22 @@ struct Pair {
 
 enum Phase {
     Idle,
-    Login { pending: VecDeque<String>, active: usize, conc: usize, rep: LoginRep, base: usize },
-    Msg { pairs: Vec<Pair>, count: u64, window: u64, rate_pp: f64, echo: bool, epoch: Instant, rep: MsgRep },
+    Login {
+        pending: VecDeque<String>,
+        active: usize,
+        conc: usize,
+        rep: LoginRep,
+        base: usize,
+    },
+    Msg {
+        pairs: Vec<Pair>,
+        count: u64,
+        window: u64,
+        rate_pp: f64,
+        echo: bool,
+        epoch: Instant,
+        rep: MsgRep,
+    },
 }
 
 struct Worker {
@@ -217,16 +242,49 @@ impl Worker {
                         let base = self.conns.len();
                         self.batch = base;
                         deadline = Instant::now() + self.timeout;
-                        let rep = LoginRep { start: Some(Instant::now()), ..Default::default() };
-                        phase = Phase::Login { pending: users.into(), active: 0, conc, rep, base };
+                        let rep = LoginRep {
+                            start: Some(Instant::now()),
+                            ..Default::default()
+                        };
+                        phase = Phase::Login {
+                            pending: users.into(),
+                            active: 0,
+                            conc,
+                            rep,
+                            base,
+                        };
                     }
-                    Ok(Cmd::Messages { count, window, rate_pp, echo, epoch }) => {
+                    Ok(Cmd::Messages {
+                        count,
+                        window,
+                        rate_pp,
+                        echo,
+                        epoch,
+                    }) => {
                         let b = self.batch;
                         let n = (self.conns.len() - b) / 2;
-                        let pairs = (0..n).map(|p| Pair { s: b + 2 * p, r: b + 2 * p + 1, sent: 0, recv: 0 }).collect();
+                        let pairs = (0..n)
+                            .map(|p| Pair {
+                                s: b + 2 * p,
+                                r: b + 2 * p + 1,
+                                sent: 0,
+                                recv: 0,
+                            })
+                            .collect();
                         deadline = Instant::now() + self.timeout;
-                        let rep = MsgRep { start: Some(Instant::now()), ..Default::default() };
-                        phase = Phase::Msg { pairs, count, window, rate_pp, echo, epoch, rep };
+                        let rep = MsgRep {
+                            start: Some(Instant::now()),
+                            ..Default::default()
+                        };
+                        phase = Phase::Msg {
+                            pairs,
+                            count,
+                            window,
+                            rate_pp,
+                            echo,
+                            epoch,
+                            rep,
+                        };
                     }
                     Ok(Cmd::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
                     Err(mpsc::TryRecvError::Empty) => {}
@@ -249,7 +307,9 @@ impl Worker {
             };
             for ev in events.iter() {
                 let i = ev.token().0;
-                let Some(c) = self.conns.get_mut(i) else { continue };
+                let Some(c) = self.conns.get_mut(i) else {
+                    continue;
+                };
                 let before = c.state;
                 got.clear();
                 c.on_event(&self.ctx, ev.is_writable(), &mut got);
@@ -257,7 +317,13 @@ impl Worker {
                     self.changed(i, &mut phase);
                 }
                 if !got.is_empty() {
-                    if let (Phase::Msg { pairs, echo, rep, .. }, Some(ep)) = (&mut phase, now_epoch) {
+                    if let (
+                        Phase::Msg {
+                            pairs, echo, rep, ..
+                        },
+                        Some(ep),
+                    ) = (&mut phase, now_epoch)
+                    {
                         Self::received(&mut self.conns, i, &got, pairs, *echo, ep, rep);
                     }
                 }
@@ -265,13 +331,23 @@ impl Worker {
             // Drive the phase.
             let done = match &mut phase {
                 Phase::Idle => false,
-                Phase::Login { pending, active, conc, rep, .. } => {
+                Phase::Login {
+                    pending,
+                    active,
+                    conc,
+                    rep,
+                    ..
+                } => {
                     while *active < *conc {
                         let Some(u) = pending.pop_front() else { break };
                         match Conn::connect(&self.ctx, u) {
                             Ok(mut c) => {
                                 let tok = Token(self.conns.len());
-                                if let Err(e) = self.poll.registry().register(&mut c.sock, tok, Interest::READABLE | Interest::WRITABLE) {
+                                if let Err(e) = self.poll.registry().register(
+                                    &mut c.sock,
+                                    tok,
+                                    Interest::READABLE | Interest::WRITABLE,
+                                ) {
                                     rep.failed += 1;
                                     rep.first_err.get_or_insert(format!("register: {e}"));
                                     continue;
@@ -293,7 +369,15 @@ impl Worker {
                     }
                     *active == 0 && pending.is_empty()
                 }
-                Phase::Msg { pairs, count, window, rate_pp, epoch, rep, .. } => {
+                Phase::Msg {
+                    pairs,
+                    count,
+                    window,
+                    rate_pp,
+                    epoch,
+                    rep,
+                    ..
+                } => {
                     let el = rep.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
                     let mut all = true;
                     for p in pairs.iter_mut() {
@@ -304,12 +388,15 @@ impl Worker {
                         if p.sent < limit {
                             let to = self.conns[p.r].jid.clone();
                             let c = &mut self.conns[p.s];
-                            let mut buf = Vec::with_capacity(((limit - p.sent) as usize).min(4096) * 120);
+                            let mut buf =
+                                Vec::with_capacity(((limit - p.sent) as usize).min(4096) * 120);
                             while p.sent < limit {
                                 let ts = epoch.elapsed().as_nanos() as u64;
                                 buf.extend_from_slice(b"<message type='chat' to='");
                                 buf.extend_from_slice(to.as_bytes());
-                                buf.extend_from_slice(format!("'><body>{} {ts}</body></message>", p.sent).as_bytes());
+                                buf.extend_from_slice(
+                                    format!("'><body>{} {ts}</body></message>", p.sent).as_bytes(),
+                                );
                                 p.sent += 1;
                                 rep.sent += 1;
                             }
@@ -321,7 +408,8 @@ impl Worker {
                         }
                         for i in [p.s, p.r] {
                             if self.conns[i].state == St::Failed {
-                                rep.first_err.get_or_insert(self.conns[i].err.clone().unwrap_or_default());
+                                rep.first_err
+                                    .get_or_insert(self.conns[i].err.clone().unwrap_or_default());
                             }
                         }
                     }
@@ -350,7 +438,10 @@ impl Worker {
 
     fn changed(&mut self, i: usize, phase: &mut Phase) {
         let c = &mut self.conns[i];
-        if let Phase::Login { active, rep, base, .. } = phase {
+        if let Phase::Login {
+            active, rep, base, ..
+        } = phase
+        {
             if i < *base {
                 return;
             }
@@ -371,7 +462,11 @@ impl Worker {
                 St::Failed => {
                     *active -= 1;
                     rep.failed += 1;
-                    rep.first_err.get_or_insert(format!("{}: {}", c.user, c.err.clone().unwrap_or_default()));
+                    rep.first_err.get_or_insert(format!(
+                        "{}: {}",
+                        c.user,
+                        c.err.clone().unwrap_or_default()
+                    ));
                     let _ = self.poll.registry().deregister(&mut c.sock);
                 }
                 _ => {}
@@ -381,7 +476,15 @@ impl Worker {
         }
     }
 
-    fn received(conns: &mut [Conn], i: usize, got: &[(u64, u64)], pairs: &mut [Pair], echo: bool, epoch: Instant, rep: &mut MsgRep) {
+    fn received(
+        conns: &mut [Conn],
+        i: usize,
+        got: &[(u64, u64)],
+        pairs: &mut [Pair],
+        echo: bool,
+        epoch: Instant,
+        rep: &mut MsgRep,
+    ) {
         let now = epoch.elapsed().as_nanos() as u64;
         for p in pairs.iter_mut() {
             if i == p.r {
@@ -389,7 +492,12 @@ impl Worker {
                     let to = conns[p.s].jid.clone();
                     let mut buf = Vec::new();
                     for (seq, ts) in got {
-                        buf.extend_from_slice(format!("<message type='chat' to='{to}'><body>{seq} {ts}</body></message>").as_bytes());
+                        buf.extend_from_slice(
+                            format!(
+                                "<message type='chat' to='{to}'><body>{seq} {ts}</body></message>"
+                            )
+                            .as_bytes(),
+                        );
                     }
                     conns[p.r].send(&buf);
                     conns[p.r].flush();
@@ -424,18 +532,33 @@ impl Run {
         let mut handles = Vec::new();
         for _ in 0..threads {
             let (tx, crx) = mpsc::channel();
-            let w = Worker { ctx: ctx.clone(), poll: Poll::new().map_err(|e| e.to_string())?, conns: Vec::new(), batch: 0, timeout };
+            let w = Worker {
+                ctx: ctx.clone(),
+                poll: Poll::new().map_err(|e| e.to_string())?,
+                conns: Vec::new(),
+                batch: 0,
+                timeout,
+            };
             let rtx = rtx.clone();
             handles.push(std::thread::spawn(move || w.run(crx, rtx)));
             txs.push(tx);
         }
-        Ok(Run { txs, rx, handles, timeout })
+        Ok(Run {
+            txs,
+            rx,
+            handles,
+            timeout,
+        })
     }
 
     fn gather(&self) -> Result<Vec<Rep>, String> {
         let mut out = Vec::new();
         for _ in 0..self.txs.len() {
-            out.push(self.rx.recv_timeout(self.timeout + Duration::from_secs(10)).map_err(|_| "a worker did not report in time")?);
+            out.push(
+                self.rx
+                    .recv_timeout(self.timeout + Duration::from_secs(10))
+                    .map_err(|_| "a worker did not report in time")?,
+            );
         }
         Ok(out)
     }
@@ -481,7 +604,11 @@ struct Meter {
 
 impl Meter {
     fn new(spid: &Option<String>) -> Meter {
-        Meter { t: Instant::now(), cpu: cpu_secs("self").unwrap_or(0.0), scpu: spid.as_deref().and_then(cpu_secs) }
+        Meter {
+            t: Instant::now(),
+            cpu: cpu_secs("self").unwrap_or(0.0),
+            scpu: spid.as_deref().and_then(cpu_secs),
+        }
     }
     /// JSON fields for the loadgen's and the server's CPU and the server's memory since `self`.
     fn fields(&self, spid: &Option<String>) -> String {
@@ -493,10 +620,16 @@ impl Meter {
         );
         if let Some(pid) = spid {
             if let (Some(a), Some(b)) = (self.scpu, cpu_secs(pid)) {
-                s.push_str(&format!(",\"server_cpu_s\":{:.2},\"server_cpu_pct\":{:.0}", b - a, 100.0 * (b - a) / wall.max(1e-9)));
+                s.push_str(&format!(
+                    ",\"server_cpu_s\":{:.2},\"server_cpu_pct\":{:.0}",
+                    b - a,
+                    100.0 * (b - a) / wall.max(1e-9)
+                ));
             }
             if let Some((rss, hwm)) = mem_kib(pid) {
-                s.push_str(&format!(",\"server_rss_kib\":{rss},\"server_hwm_kib\":{hwm}"));
+                s.push_str(&format!(
+                    ",\"server_rss_kib\":{rss},\"server_hwm_kib\":{hwm}"
+                ));
             }
         }
         s
@@ -504,7 +637,9 @@ impl Meter {
 }
 
 fn user_names(tmpl: &str, from: usize, to: usize) -> Vec<String> {
-    (from..to).map(|i| tmpl.replace("%d", &i.to_string())).collect()
+    (from..to)
+        .map(|i| tmpl.replace("%d", &i.to_string()))
+        .collect()
 }
 
 /// Logs in `users` split round-robin (or in consecutive pairs when `paired`) over the workers.
@@ -521,7 +656,11 @@ fn login(run: &Run, users: Vec<String>, conc: usize, paired: bool) -> Result<Log
         }
     }
     for (tx, us) in run.txs.iter().zip(per) {
-        tx.send(Cmd::Login { users: us, conc: conc.div_ceil(t).max(1) }).map_err(|_| "worker gone")?;
+        tx.send(Cmd::Login {
+            users: us,
+            conc: conc.div_ceil(t).max(1),
+        })
+        .map_err(|_| "worker gone")?;
     }
     let mut all = LoginRep::default();
     for r in run.gather()? {
@@ -574,7 +713,9 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
         .next()
         .ok_or("no address")?;
     if !addr.ip().is_loopback() {
-        return Err(format!("{addr} is not a loopback address; this tool only targets loopback"));
+        return Err(format!(
+            "{addr} is not a loopback address; this tool only targets loopback"
+        ));
     }
     let domain = a.s("domain", "localhost");
     let direct = a.has("direct-tls");
@@ -597,7 +738,13 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
     let label = a.s("label", "");
     let conc: usize = a.n("concurrency", 100)?;
     let threads: usize = a.n("threads", 2)?;
-    let head = |sc: &str| format!("{{\"scenario\":\"{sc}\",\"label\":{},\"tls\":\"{}\"", json_str(&label), if direct { "direct" } else { "starttls" });
+    let head = |sc: &str| {
+        format!(
+            "{{\"scenario\":\"{sc}\",\"label\":{},\"tls\":\"{}\"",
+            json_str(&label),
+            if direct { "direct" } else { "starttls" }
+        )
+    };
 
     match scenario {
         "register" => {
@@ -613,10 +760,20 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                 head("register"),
                 r.ok,
                 r.failed,
-                r.first_err.as_ref().map(|e| format!(",\"first_error\":{}", json_str(e))).unwrap_or_default()
+                r.first_err
+                    .as_ref()
+                    .map(|e| format!(",\"first_error\":{}", json_str(e)))
+                    .unwrap_or_default()
             );
-            eprintln!("register: {} of {n} accounts in {secs:.1}s ({} failed){}", r.ok, r.failed,
-                r.first_err.as_ref().map(|e| format!(" [first error: {e}]")).unwrap_or_default());
+            eprintln!(
+                "register: {} of {n} accounts in {secs:.1}s ({} failed){}",
+                r.ok,
+                r.failed,
+                r.first_err
+                    .as_ref()
+                    .map(|e| format!(" [first error: {e}]"))
+                    .unwrap_or_default()
+            );
             run.stop();
             if r.failed > 0 {
                 return Err("some registrations failed".into());
@@ -672,8 +829,12 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                     "logins: {n} sessions ({} new, {} failed) in {secs:.2}s = {rate:.0}/s, login p50 {p50:.1} ms p99 {p99:.1} ms{}{}",
                     r.ok,
                     r.failed,
-                    mem.map(|m| format!(", server RSS {} KiB", m.0)).unwrap_or_default(),
-                    r.first_err.as_ref().map(|e| format!(" [first error: {e}]")).unwrap_or_default()
+                    mem.map(|m| format!(", server RSS {} KiB", m.0))
+                        .unwrap_or_default(),
+                    r.first_err
+                        .as_ref()
+                        .map(|e| format!(" [first error: {e}]"))
+                        .unwrap_or_default()
                 );
                 have = n;
             }
@@ -705,7 +866,12 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
             let lr = login(&run, user_names(&tmpl, off, off + 2 * pairs), conc, true)?;
             if lr.failed > 0 {
                 run.stop();
-                return Err(format!("{} of {} logins failed: {}", lr.failed, 2 * pairs, lr.first_err.unwrap_or_default()));
+                return Err(format!(
+                    "{} of {} logins failed: {}",
+                    lr.failed,
+                    2 * pairs,
+                    lr.first_err.unwrap_or_default()
+                ));
             }
             if let Some(p) = &cache_path {
                 let _ = ctx.cache.save(p);
@@ -715,9 +881,19 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
             // Pairs are spread over the threads like the logins were: pair k on thread k % t.
             let rate_pp = if rate > 0.0 { rate / pairs as f64 } else { 0.0 };
             for tx in &run.txs {
-                tx.send(Cmd::Messages { count, window, rate_pp, echo: ping, epoch }).map_err(|_| "worker gone")?;
+                tx.send(Cmd::Messages {
+                    count,
+                    window,
+                    rate_pp,
+                    echo: ping,
+                    epoch,
+                })
+                .map_err(|_| "worker gone")?;
             }
-            let mut tot = MsgRep { complete: true, ..Default::default() };
+            let mut tot = MsgRep {
+                complete: true,
+                ..Default::default()
+            };
             for r in run.gather()? {
                 if let Rep::Msg(r) = r {
                     tot.start = match (tot.start, r.start) {
@@ -756,7 +932,11 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                 tot.sent,
                 tot.recv,
                 tot.complete && tot.recv == expected,
-                if ping { "roundtrips_per_s" } else { "msgs_per_s" }
+                if ping {
+                    "roundtrips_per_s"
+                } else {
+                    "msgs_per_s"
+                }
             );
             if let Some(e) = &tot.first_err {
                 line.push_str(&format!(",\"first_error\":{}", json_str(e)));
@@ -766,12 +946,19 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
             eprintln!(
                 "{scenario}: {}/{expected} {} in {secs:.2}s = {per_s:.0}/s, {} p50 {:.0} us p99 {:.0} us max {:.0} us{}",
                 tot.recv,
-                if ping { "round trips" } else { "messages received" },
+                if ping {
+                    "round trips"
+                } else {
+                    "messages received"
+                },
                 if ping { "round trip" } else { "latency" },
                 p50,
                 p99,
                 max,
-                tot.first_err.as_ref().map(|e| format!(" [first error: {e}]")).unwrap_or_default()
+                tot.first_err
+                    .as_ref()
+                    .map(|e| format!(" [first error: {e}]"))
+                    .unwrap_or_default()
             );
             run.stop();
         }

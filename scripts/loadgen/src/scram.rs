@@ -17,8 +17,16 @@ pub fn b64_encode(data: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(B64[(n >> 18) as usize & 63] as char);
         out.push(B64[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { B64[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { B64[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            B64[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            B64[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -62,18 +70,28 @@ impl Cache {
                 for line in text.lines() {
                     let f: Vec<&str> = line.split(' ').collect();
                     if let [u, s, i, k] = f[..] {
-                        if let (Some(s), Ok(i), Some(k)) = (b64_decode(s.as_bytes()), i.parse(), b64_decode(k.as_bytes())) {
+                        if let (Some(s), Ok(i), Some(k)) = (
+                            b64_decode(s.as_bytes()),
+                            i.parse(),
+                            b64_decode(k.as_bytes()),
+                        ) {
                             map.insert((u.to_string(), s, i), k);
                         }
                     }
                 }
             }
         }
-        Cache { map: Mutex::new(map), enabled: path.is_some() }
+        Cache {
+            map: Mutex::new(map),
+            enabled: path.is_some(),
+        }
     }
 
     pub fn save(&self, path: &str) -> std::io::Result<()> {
-        let map = self.map.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        let map = self
+            .map
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
         let mut out = String::new();
         for ((u, s, i), k) in map.iter() {
             out.push_str(&format!("{u} {} {i} {}\n", b64_encode(s), b64_encode(k)));
@@ -112,7 +130,11 @@ impl Scram {
 
     /// From `server-first-message` to `client-final-message`. Returns also whether the
     /// PBKDF2 derivation was served from the cache.
-    pub fn respond(&mut self, server_first: &[u8], cache: &Cache) -> Result<(String, bool), String> {
+    pub fn respond(
+        &mut self,
+        server_first: &[u8],
+        cache: &Cache,
+    ) -> Result<(String, bool), String> {
         let sf = std::str::from_utf8(server_first).map_err(|_| "server-first not UTF-8")?;
         let (mut nonce, mut salt, mut iters) = (None, None, None);
         for part in sf.split(',') {
@@ -131,14 +153,24 @@ impl Scram {
             return Err("server nonce does not extend ours".into());
         }
         let key = (self.user.clone(), salt, iters);
-        let cached = if cache.enabled { cache.map.lock().ok().and_then(|m| m.get(&key).cloned()) } else { None };
+        let cached = if cache.enabled {
+            cache.map.lock().ok().and_then(|m| m.get(&key).cloned())
+        } else {
+            None
+        };
         let hit = cached.is_some();
         let salted = match cached {
             Some(s) => s,
             None => {
                 let mut out = [0u8; 20];
                 let it = NonZeroU32::new(iters).ok_or("i=0")?;
-                pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA1, it, &key.1, self.password.as_bytes(), &mut out);
+                pbkdf2::derive(
+                    pbkdf2::PBKDF2_HMAC_SHA1,
+                    it,
+                    &key.1,
+                    self.password.as_bytes(),
+                    &mut out,
+                );
                 if cache.enabled {
                     if let Ok(mut m) = cache.map.lock() {
                         m.insert(key, out.to_vec());
@@ -152,18 +184,33 @@ impl Scram {
         let stored = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, client_key.as_ref());
         let without_proof = format!("c=biws,r={nonce}");
         let auth_msg = format!("{},{sf},{without_proof}", self.client_first_bare);
-        let sig = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, stored.as_ref()), auth_msg.as_bytes());
-        let proof: Vec<u8> = client_key.as_ref().iter().zip(sig.as_ref()).map(|(a, b)| a ^ b).collect();
+        let sig = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, stored.as_ref()),
+            auth_msg.as_bytes(),
+        );
+        let proof: Vec<u8> = client_key
+            .as_ref()
+            .iter()
+            .zip(sig.as_ref())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let server_key = hmac::sign(&sk, b"Server Key");
-        let ssig = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, server_key.as_ref()), auth_msg.as_bytes());
+        let ssig = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, server_key.as_ref()),
+            auth_msg.as_bytes(),
+        );
         self.server_sig = Some(ssig.as_ref().to_vec());
         Ok((format!("{without_proof},p={}", b64_encode(&proof)), hit))
     }
 
     /// Checks `v=` in the server-final message (in `<success>`'s text).
     pub fn verify(&self, server_final: &[u8]) -> bool {
-        let Ok(s) = std::str::from_utf8(server_final) else { return false };
-        let Some(v) = s.split(',').find_map(|p| p.strip_prefix("v=")) else { return false };
+        let Ok(s) = std::str::from_utf8(server_final) else {
+            return false;
+        };
+        let Some(v) = s.split(',').find_map(|p| p.strip_prefix("v=")) else {
+            return false;
+        };
         match (b64_decode(v.as_bytes()), &self.server_sig) {
             (Some(got), Some(want)) => &got == want,
             _ => false,
@@ -196,10 +243,16 @@ mod tests {
         };
         let cache = Cache::default();
         let (fin, hit) = s
-            .respond(b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096", &cache)
+            .respond(
+                b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+                &cache,
+            )
             .unwrap();
         assert!(!hit);
-        assert_eq!(fin, "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=");
+        assert_eq!(
+            fin,
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+        );
         assert!(s.verify(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="));
         assert!(!s.verify(b"v=AAAApqV8S7suAoZWja4dJRkFsKQ="));
     }

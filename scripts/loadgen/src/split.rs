@@ -28,7 +28,10 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     if from >= hay.len() {
         return None;
     }
-    hay[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
 }
 
 impl Splitter {
@@ -108,7 +111,11 @@ impl Splitter {
 
     /// How many leading bytes of the buffer are no longer needed.
     pub fn consumed(&self) -> usize {
-        if self.depth >= 2 { self.start } else { self.pos }
+        if self.depth >= 2 {
+            self.start
+        } else {
+            self.pos
+        }
     }
 
     /// The caller removed `n` leading bytes.
@@ -123,7 +130,9 @@ pub fn name(el: &[u8]) -> &[u8] {
     let end = el
         .iter()
         .skip(1)
-        .position(|&b| b == b' ' || b == b'>' || b == b'/' || b == b'\t' || b == b'\n' || b == b'\r')
+        .position(|&b| {
+            b == b' ' || b == b'>' || b == b'/' || b == b'\t' || b == b'\n' || b == b'\r'
+        })
         .map_or(el.len(), |p| p + 1);
     let n = &el[1.min(end)..end];
     match n.iter().position(|&b| b == b':') {
@@ -191,7 +200,9 @@ mod tests {
         for ev in all {
             assert_eq!(ev.len(), 5, "{ev:?}");
             assert_eq!(ev[0], "OPEN");
-            assert!(ev[1].starts_with("<stream:features>") && ev[1].ends_with("</stream:features>"));
+            assert!(
+                ev[1].starts_with("<stream:features>") && ev[1].ends_with("</stream:features>")
+            );
             assert_eq!(ev[2], "<proceed/>");
             assert_eq!(ev[3], "<message><body>a &lt; b</body></message>");
             assert_eq!(ev[4], "CLOSE");
@@ -204,6 +215,9 @@ mod tests {
         assert_eq!(name(b"<proceed xmlns='x'/>"), b"proceed");
         let el = b"<iq type='result'><bind xmlns='b'><jid>u1@localhost/r</jid></bind></iq>";
         assert_eq!(text_of(el, "jid"), Some(&b"u1@localhost/r"[..]));
-        assert_eq!(text_of(b"<m><bodyx>1</bodyx><body>2</body></m>", "body"), Some(&b"2"[..]));
+        assert_eq!(
+            text_of(b"<m><bodyx>1</bodyx><body>2</body></m>", "body"),
+            Some(&b"2"[..])
+        );
     }
 }
