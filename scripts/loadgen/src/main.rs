@@ -295,11 +295,12 @@ impl Worker {
                 Phase::Msg { rate_pp, .. } if *rate_pp > 0.0 => Duration::from_micros(500),
                 _ => Duration::from_millis(10),
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
+            match self.poll.poll(&mut events, Some(wait)) {
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => {
                     eprintln!("poll: {e}");
                     break;
                 }
+                _ => {}
             }
             let now_epoch = match &phase {
                 Phase::Msg { epoch, .. } => Some(*epoch),
@@ -316,16 +317,15 @@ impl Worker {
                 if c.state != before {
                     self.changed(i, &mut phase);
                 }
-                if !got.is_empty() {
-                    if let (
-                        Phase::Msg {
-                            pairs, echo, rep, ..
-                        },
-                        Some(ep),
-                    ) = (&mut phase, now_epoch)
-                    {
-                        Self::received(&mut self.conns, i, &got, pairs, *echo, ep, rep);
-                    }
+                if let (
+                    false,
+                    Phase::Msg {
+                        pairs, echo, rep, ..
+                    },
+                    Some(ep),
+                ) = (got.is_empty(), &mut phase, now_epoch)
+                {
+                    Self::received(&mut self.conns, i, &got, pairs, *echo, ep, rep);
                 }
             }
             // Drive the phase.
@@ -838,10 +838,8 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                 );
                 have = n;
             }
-            if let Some(p) = &cache_path {
-                if let Err(e) = ctx.cache.save(p) {
-                    eprintln!("scram cache {p}: {e}");
-                }
+            if let Some(Err(e)) = cache_path.as_ref().map(|p| ctx.cache.save(p)) {
+                eprintln!("scram cache: {e}");
             }
             let hold: f64 = a.n("hold", 0.0)?;
             if hold < 0.0 {

@@ -55,29 +55,29 @@ pub fn b64_decode(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// (user, salt, iterations).
+type CacheKey = (String, Vec<u8>, u32);
+
 /// Salted passwords already derived: (user, salt, iterations) -> SaltedPassword.
 #[derive(Default)]
 pub struct Cache {
-    pub map: Mutex<HashMap<(String, Vec<u8>, u32), Vec<u8>>>,
+    pub map: Mutex<HashMap<CacheKey, Vec<u8>>>,
     pub enabled: bool,
 }
 
 impl Cache {
     pub fn load(path: Option<&str>) -> Cache {
         let mut map = HashMap::new();
-        if let Some(p) = path {
-            if let Ok(text) = std::fs::read_to_string(p) {
-                for line in text.lines() {
-                    let f: Vec<&str> = line.split(' ').collect();
-                    if let [u, s, i, k] = f[..] {
-                        if let (Some(s), Ok(i), Some(k)) = (
-                            b64_decode(s.as_bytes()),
-                            i.parse(),
-                            b64_decode(k.as_bytes()),
-                        ) {
-                            map.insert((u.to_string(), s, i), k);
-                        }
-                    }
+        if let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) {
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(' ').collect();
+                let [u, s, i, k] = f[..] else { continue };
+                if let (Some(s), Ok(i), Some(k)) = (
+                    b64_decode(s.as_bytes()),
+                    i.parse(),
+                    b64_decode(k.as_bytes()),
+                ) {
+                    map.insert((u.to_string(), s, i), k);
                 }
             }
         }
@@ -171,10 +171,8 @@ impl Scram {
                     self.password.as_bytes(),
                     &mut out,
                 );
-                if cache.enabled {
-                    if let Ok(mut m) = cache.map.lock() {
-                        m.insert(key, out.to_vec());
-                    }
+                if let (true, Ok(mut m)) = (cache.enabled, cache.map.lock()) {
+                    m.insert(key, out.to_vec());
                 }
                 out.to_vec()
             }
