@@ -36,7 +36,9 @@ def main():
             s = d.get("server")
             if s not in rec:
                 continue
-            if "key" in d:
+            if d.get("key") == "crashed":
+                rec[s]["crashed"] = rec[s].get("crashed", False) or d["value"] is True
+            elif "key" in d:
                 rec[s][d["key"]] = d["value"]
             elif "json" in d:
                 runs[s].append(d["json"])
@@ -60,6 +62,7 @@ def main():
                 vals[s] = None
         rows.append((title, vals, unit, better))
 
+    row("server stayed up", lambda s: not rec[s].get("crashed", False), "", None)
     mib = lambda k: (k or 0) / 1024 if k else None
     row("idle RSS", lambda s: mib(rec[s].get("idle_rss_kib")), "MiB", "low")
     for n in ns:

@@ -802,7 +802,8 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                 let fields_work = m.fields(&spid);
                 std::thread::sleep(Duration::from_secs_f64(settle));
                 let mem = spid.as_deref().and_then(mem_kib);
-                let rate = (n - have) as f64 / secs.max(1e-9);
+                // Sessions that became ready, not attempts: refused connections fail fast.
+                let rate = r.ok as f64 / secs.max(1e-9);
                 let p50 = pct(&mut r.times_us, 0.5) / 1000.0;
                 let p99 = pct(&mut r.times_us, 0.99) / 1000.0;
                 let mut line = format!(
