@@ -19,7 +19,9 @@ use super::DIALBACK;
 pub const MAX_KEY_CHARS: usize = 256;
 
 /// The process's dialback secret, kept as the HMAC key `SHA256(secret)` (XEP-0185 §3: the
-/// secret is hashed so the HMAC key is long enough whatever the secret's length).
+/// secret is hashed so the HMAC key is long enough whatever the secret's length). As in the
+/// XEP's worked example (and Prosody), the key is the *hex* digest's ASCII bytes. Only we
+/// verify our own keys, so this matters for matching the published vectors, not for interop.
 #[derive(Clone)]
 pub struct DialbackSecret {
     key: hmac::Key,
@@ -36,9 +38,9 @@ impl DialbackSecret {
     /// From the raw secret (the server makes 32 random bytes at startup; keys then only verify
     /// within this process's life, which is all dialback needs).
     pub fn new(secret: &[u8]) -> DialbackSecret {
-        let hashed = digest::digest(&digest::SHA256, secret);
+        let hashed = hex(digest::digest(&digest::SHA256, secret).as_ref());
         DialbackSecret {
-            key: hmac::Key::new(hmac::HMAC_SHA256, hashed.as_ref()),
+            key: hmac::Key::new(hmac::HMAC_SHA256, hashed.as_bytes()),
         }
     }
 
