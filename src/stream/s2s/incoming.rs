@@ -639,4 +639,4 @@ impl S2sIn {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
