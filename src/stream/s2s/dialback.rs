@@ -46,7 +46,10 @@ impl DialbackSecret {
 
     /// XEP-0185 §3: `HEX(HMAC-SHA256(SHA256(secret), receiving + ' ' + originating + ' ' + id))`.
     pub fn generate(&self, receiving: &str, originating: &str, stream_id: &str) -> String {
-        let tag = hmac::sign(&self.key, message(receiving, originating, stream_id).as_bytes());
+        let tag = hmac::sign(
+            &self.key,
+            message(receiving, originating, stream_id).as_bytes(),
+        );
         hex(tag.as_ref())
     }
 
@@ -158,7 +161,7 @@ impl DbElement {
     fn parse_kind(kind: DbKind, e: &Element) -> Result<DbElement, DbParseError> {
         let domain = |name| {
             e.attr(name)
-                .and_then(|d| super::normalize_domain(d))
+                .and_then(super::normalize_domain)
                 .ok_or(DbParseError::BadAddressing)
         };
         let from = domain("from")?;

@@ -57,7 +57,9 @@ pub enum Upcall {
         method: AuthMethod,
     },
     /// An authenticated stanza, in `jabber:client` like c2s stanzas.
-    Stanza { element: Element },
+    Stanza {
+        element: Element,
+    },
     /// Answer `stanza` with this error over an outgoing stream (or drop it if unanswerable).
     Reject {
         stanza: Element,
@@ -157,7 +159,12 @@ impl S2sIn {
         self.parser.buffered_len()
     }
 
-    pub fn handle_tls_ready(&mut self, now: Instant, info: S2sTlsInfo, random: &mut dyn RandomSource) {
+    pub fn handle_tls_ready(
+        &mut self,
+        now: Instant,
+        info: S2sTlsInfo,
+        random: &mut dyn RandomSource,
+    ) {
         if self.phase != Phase::ExpectTls {
             return;
         }
@@ -188,7 +195,8 @@ impl S2sIn {
         }
         if self.has_valid_pair() {
             log::debug!("s2s in: idle, closing");
-            self.out.push_back(Upcall::Send(b"</stream:stream>".to_vec()));
+            self.out
+                .push_back(Upcall::Send(b"</stream:stream>".to_vec()));
             self.close();
         } else {
             self.fail(StreamError::with_text(
@@ -235,7 +243,8 @@ impl S2sIn {
                 } else {
                     // XEP-0220 §2.2.1: first attempt: say invalid and close the stream.
                     self.send_result(to, from, DbType::Invalid);
-                    self.out.push_back(Upcall::Send(b"</stream:stream>".to_vec()));
+                    self.out
+                        .push_back(Upcall::Send(b"</stream:stream>".to_vec()));
                     self.close();
                 }
             }
@@ -527,7 +536,11 @@ impl S2sIn {
                 if self.config.secret.verify(&db.from, &db.to, id, &db.key) {
                     DbType::Valid
                 } else {
-                    log::info!("s2s in: invalid dialback key from {} for {}", db.from, db.to);
+                    log::info!(
+                        "s2s in: invalid dialback key from {} for {}",
+                        db.from,
+                        db.to
+                    );
                     DbType::Invalid
                 }
             }

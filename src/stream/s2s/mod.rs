@@ -188,7 +188,9 @@ fn normalize_domain(s: &str) -> Option<String> {
 
 /// The domain of a stanza address, `None` if absent or malformed.
 fn address_domain(e: &Element, attr: &str) -> Option<String> {
-    Jid::parse(e.attr(attr)?).ok().map(|j| j.domain().to_owned())
+    Jid::parse(e.attr(attr)?)
+        .ok()
+        .map(|j| j.domain().to_owned())
 }
 
 /// Our stream header for a `jabber:server` stream, declaring `db` (XEP-0220 §2.5.1: the

@@ -22,10 +22,7 @@ use crate::stream::error::StreamCondition;
 use crate::xml::{Element, StreamEvent, StreamHeader, StreamParser, ns};
 
 use super::dialback::{self, DbElement, DbKind, DbType};
-use super::{
-    AuthMethod, DialbackVerdict, S2sConfig, S2sTlsInfo, renamespace,
-    write_header,
-};
+use super::{AuthMethod, DialbackVerdict, S2sConfig, S2sTlsInfo, renamespace, write_header};
 
 /// What an outgoing stream asks of the server, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,7 +34,9 @@ pub enum Upcall {
     /// Close the connection after flushing; the machine is finished.
     Close,
     /// Authenticated; the queue has been written. Stanzas now go straight out.
-    Ready { method: AuthMethod },
+    Ready {
+        method: AuthMethod,
+    },
     /// Return an error for this stanza to its local sender.
     Bounce {
         stanza: Element,
@@ -187,7 +186,10 @@ impl S2sOut {
         let proves_remote = info.covers(&self.remote);
         self.tls = Some(info);
         if self.config.policy.require_valid_certificates && !proves_remote {
-            log::info!("s2s out {}: certificate not valid for the domain", self.remote);
+            log::info!(
+                "s2s out {}: certificate not valid for the domain",
+                self.remote
+            );
             return self.abort(now, StanzaCondition::RemoteServerNotFound);
         }
         self.parser.restart();
@@ -311,7 +313,10 @@ impl S2sOut {
             let event = match self.parser.next_event() {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return,
-                Err(e) => return self.stream_error(now, crate::stream::error::StreamError::from(e).condition),
+                Err(e) => {
+                    return self
+                        .stream_error(now, crate::stream::error::StreamError::from(e).condition);
+                }
             };
             match (self.phase, event) {
                 (Phase::ExpectHeader, StreamEvent::Open(h)) => self.handle_header(now, &h),
@@ -331,11 +336,9 @@ impl S2sOut {
         if h.name != "stream" || h.ns != ns::STREAM || h.default_ns != ns::SERVER {
             return self.stream_error(now, StreamCondition::InvalidNamespace);
         }
-        // The id is what dialback keys are bound to; without one there is nothing to sign.
-        let Some(id) = h.attr("id").filter(|i| !i.is_empty()) else {
-            return self.stream_error(now, StreamCondition::InvalidXml);
-        };
-        self.stream_id = Some(id.to_owned());
+        // The id is what dialback keys are bound to; a header that comes before a stream
+        // error may lack it, so its absence matters only when dialback needs it.
+        self.stream_id = h.attr("id").filter(|i| !i.is_empty()).map(str::to_owned);
         if h.attr("version").is_some_and(|v| v.starts_with("1.")) {
             self.phase = Phase::ExpectFeatures;
             return;
@@ -391,7 +394,10 @@ impl S2sOut {
                 self.open_stream(now);
             }
             (Phase::ExpectSaslResult, "failure", ns::SASL) => {
-                log::info!("s2s out {}: SASL EXTERNAL refused, trying dialback", self.remote);
+                log::info!(
+                    "s2s out {}: SASL EXTERNAL refused, trying dialback",
+                    self.remote
+                );
                 self.sasl_tried = true;
                 self.authenticate(now);
             }
@@ -427,12 +433,10 @@ impl S2sOut {
             self.flush_verifies();
             return self.ready(now, AuthMethod::SaslExternal);
         }
-        let external = f
-            .child("mechanisms", ns::SASL)
-            .is_some_and(|m| {
-                m.child_elements()
-                    .any(|c| c.is("mechanism", ns::SASL) && c.text().trim() == "EXTERNAL")
-            });
+        let external = f.child("mechanisms", ns::SASL).is_some_and(|m| {
+            m.child_elements()
+                .any(|c| c.is("mechanism", ns::SASL) && c.text().trim() == "EXTERNAL")
+        });
         let can_external = external
             && self.mode == OutMode::Normal
             && !self.sasl_tried
@@ -464,7 +468,11 @@ impl S2sOut {
             return self.close_if_verify_done(now);
         }
         let Some(id) = self.stream_id.clone() else {
-            return self.abort(now, StanzaCondition::InternalServerError);
+            log::info!(
+                "s2s out {}: no stream id to bind a dialback key to",
+                self.remote
+            );
+            return self.stream_error(now, StreamCondition::InvalidXml);
         };
         // XEP-0185: receiving = the remote, originating = us.
         let key = self.config.secret.generate(&self.remote, &self.local, &id);
@@ -536,7 +544,9 @@ impl S2sOut {
     }
 
     fn close_if_verify_done(&mut self, now: Instant) {
-        if self.mode == OutMode::VerifyOnly && self.phase == Phase::Ready && self.verifies.is_empty()
+        if self.mode == OutMode::VerifyOnly
+            && self.phase == Phase::Ready
+            && self.verifies.is_empty()
         {
             self.out
                 .push_back(Upcall::Send(b"</stream:stream>".to_vec()));
@@ -559,7 +569,11 @@ impl S2sOut {
     }
 
     fn ready(&mut self, now: Instant, method: AuthMethod) {
-        log::info!("s2s out {} -> {}: ready ({method:?})", self.local, self.remote);
+        log::info!(
+            "s2s out {} -> {}: ready ({method:?})",
+            self.local,
+            self.remote
+        );
         self.phase = Phase::Ready;
         self.deadline = Some(now + self.config.idle_timeout);
         // Bounded by max_queued_stanzas.

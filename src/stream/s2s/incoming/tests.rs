@@ -102,7 +102,8 @@ fn expect_header_unknown_to_host_unknown() {
 #[test]
 fn expect_header_client_namespace_invalid_namespace() {
     let mut t = T::new(S2sPolicy::default());
-    let out = sent(&t.feed(&PROSODY_HEADER.replace("xmlns='jabber:server'", "xmlns='jabber:client'")));
+    let out =
+        sent(&t.feed(&PROSODY_HEADER.replace("xmlns='jabber:server'", "xmlns='jabber:client'")));
     assert!(out.contains("<invalid-namespace"), "{out}");
     assert!(t.s.is_closed());
 }
@@ -234,7 +235,12 @@ fn open_db_result_invalid_first_pair_invalid_and_close() {
     let mut t = T::new(S2sPolicy::default());
     t.through_tls(&[]);
     t.feed("<db:result from='remote.example' to='hearth.example'>abcd</db:result>");
-    t.s.dialback_verified(t.now, "remote.example", "hearth.example", DialbackVerdict::Invalid);
+    t.s.dialback_verified(
+        t.now,
+        "remote.example",
+        "hearth.example",
+        DialbackVerdict::Invalid,
+    );
     let up = t.drain();
     assert_eq!(
         sent(&up),
@@ -248,10 +254,20 @@ fn open_db_result_invalid_second_pair_forbidden_stream_lives() {
     let mut t = T::new(S2sPolicy::default());
     t.through_tls(&[]);
     t.feed("<db:result from='remote.example' to='hearth.example'>abcd</db:result>");
-    t.s.dialback_verified(t.now, "remote.example", "hearth.example", DialbackVerdict::Valid);
+    t.s.dialback_verified(
+        t.now,
+        "remote.example",
+        "hearth.example",
+        DialbackVerdict::Valid,
+    );
     t.drain();
     t.feed("<db:result from='muc.remote.example' to='hearth.example'>abcd</db:result>");
-    t.s.dialback_verified(t.now, "muc.remote.example", "hearth.example", DialbackVerdict::Invalid);
+    t.s.dialback_verified(
+        t.now,
+        "muc.remote.example",
+        "hearth.example",
+        DialbackVerdict::Invalid,
+    );
     assert_eq!(
         sent(&t.drain()),
         "<db:result from='hearth.example' to='muc.remote.example' type='error'>\
@@ -281,7 +297,10 @@ fn open_db_result_before_tls_when_required_policy_violation() {
     t.feed(PROSODY_HEADER);
     let up = t.feed("<db:result from='remote.example' to='hearth.example'>abcd</db:result>");
     assert!(sent(&up).contains("<policy-violation"));
-    assert!(!up.iter().any(|u| matches!(u, Upcall::VerifyDialback { .. })));
+    assert!(
+        !up.iter()
+            .any(|u| matches!(u, Upcall::VerifyDialback { .. }))
+    );
 }
 
 #[test]
@@ -315,11 +334,10 @@ fn open_db_result_cert_required_not_covered_not_authorized() {
 fn open_db_verify_good_key_valid_bad_key_invalid() {
     let mut t = T::new(plain_policy());
     t.feed(PROSODY_HEADER);
-    let key = t
-        .s
-        .config
-        .secret
-        .generate("remote.example", "hearth.example", "417GAF25");
+    let key =
+        t.s.config
+            .secret
+            .generate("remote.example", "hearth.example", "417GAF25");
     let up = t.feed(&format!(
         "<db:verify from='remote.example' to='hearth.example' id='417GAF25'>{key}</db:verify>"
     ));
@@ -357,7 +375,12 @@ fn authenticated_plain() -> T {
     let mut t = T::new(plain_policy());
     t.feed(PROSODY_HEADER);
     t.feed("<db:result from='remote.example' to='hearth.example'>abcd</db:result>");
-    t.s.dialback_verified(t.now, "remote.example", "hearth.example", DialbackVerdict::Valid);
+    t.s.dialback_verified(
+        t.now,
+        "remote.example",
+        "hearth.example",
+        DialbackVerdict::Valid,
+    );
     t.drain();
     t
 }
@@ -392,12 +415,18 @@ fn open_stanza_unpaired_hosted_to_rejected_not_authorized() {
     let up = t.feed("<iq from='a@remote.example' to='chat.hearth.example' type='get' id='1'/>");
     assert!(matches!(
         up.as_slice(),
-        [Upcall::Reject { condition: StanzaCondition::NotAuthorized, .. }]
+        [Upcall::Reject {
+            condition: StanzaCondition::NotAuthorized,
+            ..
+        }]
     ));
     let up = t.feed("<iq from='a@remote.example' to='x.other.example' type='get' id='2'/>");
     assert!(matches!(
         up.as_slice(),
-        [Upcall::Reject { condition: StanzaCondition::ItemNotFound, .. }]
+        [Upcall::Reject {
+            condition: StanzaCondition::ItemNotFound,
+            ..
+        }]
     ));
     assert!(!t.s.is_closed());
 }

@@ -25,7 +25,13 @@ impl T {
     fn new(policy: S2sPolicy, mode: OutMode) -> T {
         let now = Instant::now();
         T {
-            s: S2sOut::new(now, config(policy), "hearth.example", "remote.example", mode),
+            s: S2sOut::new(
+                now,
+                config(policy),
+                "hearth.example",
+                "remote.example",
+                mode,
+            ),
             now,
         }
     }
@@ -159,9 +165,8 @@ fn expect_sasl_result_failure_falls_back_to_dialback() {
     t.through_tls(true);
     t.feed(PROSODY_REPLY);
     t.feed(PROSODY_FEATURES_TLS);
-    let up = t.feed(
-        "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>",
-    );
+    let up =
+        t.feed("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>");
     assert!(sent(&up).starts_with("<db:result from='hearth.example' to='remote.example'>"));
 }
 
@@ -330,9 +335,8 @@ fn verify_only_sends_verify_reports_and_closes() {
         t.feed("<db:verify from='remote.example' to='hearth.example' id='X' type='valid'/>")
             .is_empty()
     );
-    let up = t.feed(
-        "<db:verify from='remote.example' to='hearth.example' id='417GAF25' type='valid'/>",
-    );
+    let up =
+        t.feed("<db:verify from='remote.example' to='hearth.example' id='417GAF25' type='valid'/>");
     assert_eq!(
         up,
         vec![
