@@ -2,3 +2,4 @@
 
 pub mod c2s;
 pub mod error;
+pub mod s2s;
