@@ -369,14 +369,6 @@ fn message_to_unknown_user_gets_service_unavailable() {
 }
 
 #[test]
-fn message_to_offline_user_gets_service_unavailable() {
-    let s = server();
-    let mut alice = s.login(ALICE.0, ALICE.1, "a");
-    let id = alice.send_message("bob@localhost", "are you there?");
-    expect_error_reply(&mut alice, &id, "service-unavailable");
-}
-
-#[test]
 fn message_to_other_domain_gets_remote_server_not_found() {
     let s = server();
     let mut alice = s.login(ALICE.0, ALICE.1, "a");
