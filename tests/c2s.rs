@@ -284,6 +284,24 @@ fn bind_then_session_ping_and_disco_are_answered() {
 }
 
 #[test]
+fn post_auth_features_offer_bind_rosterver_preapproval_and_caps() {
+    let s = server();
+    let (mut c, _) = tls_client(&s);
+    c.auth_plain("alice", ALICE.1).expect("auth");
+    let f = c.open_stream();
+    for want in [
+        "urn:ietf:params:xml:ns:xmpp-bind",
+        "urn:xmpp:features:rosterver",
+        // RFC 6121 §3.4.1: pre-approval support MUST be advertised.
+        "urn:xmpp:features:pre-approval",
+        "http://jabber.org/protocol/caps",
+    ] {
+        assert!(f.contains(want), "{want} missing from {f}");
+    }
+    assert!(!f.contains("mechanisms"), "{f}");
+}
+
+#[test]
 fn bind_without_resource_gets_generated_one() {
     let s = server();
     let (mut c, _) = tls_client(&s);

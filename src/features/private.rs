@@ -30,7 +30,8 @@ const RESERVED: [&str; 4] = [ns::CLIENT, ns::SERVER, NS_PRIVATE, ""];
 pub fn register(r: &mut Registry) {
     r.iq(IqTo::Account, IqType::Get, NS_PRIVATE, get);
     r.iq(IqTo::Account, IqType::Set, NS_PRIVATE, set);
-    r.feature(&[IqTo::Account], NS_PRIVATE);
+    // Prosody and ejabberd list it on the server too; clients look there.
+    r.feature(&[IqTo::Host, IqTo::Account], NS_PRIVATE);
 }
 
 fn refuse(condition: StanzaCondition, text: &str) -> StanzaError {

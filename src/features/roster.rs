@@ -26,6 +26,9 @@ pub fn register(r: &mut Registry) {
     r.iq(IqTo::Account, IqType::Set, ns::ROSTER, set);
     r.stream_features
         .push(|_, _| Some(Element::new("ver", NS_ROSTER_VER)));
+    // RFC 6121 §3.4.1: pre-approvals (handled in `presence`) are advertised.
+    r.stream_features
+        .push(|_, _| Some(Element::new("sub", NS_PRE_APPROVAL)));
 }
 
 /// The `<item/>` for a record; `remove` renders a removal (RFC 6121 §2.1.2.5).

@@ -157,7 +157,8 @@ def test_vcard_set_then_get_by_self_and_contact(hearth):
             res = await bob.plugin["xep_0054"].get_vcard(bare("alice"), local=False, cached=False, timeout=10)
             assert res["from"].bare == bare("alice"), res
             assert res["vcard_temp"]["FN"] == "Alice Liddell", res
-            assert res["vcard_temp"]["NICKNAME"] == "ali", res
+            # slixmpp gives NICKNAME as a list.
+            assert res["vcard_temp"]["NICKNAME"] in ("ali", ["ali"]), res
             # Replaced, not merged.
             v2 = alice.plugin["xep_0054"].make_vcard()
             v2["FN"] = "A. Liddell"

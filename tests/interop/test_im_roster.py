@@ -213,16 +213,6 @@ def test_unsubscribed_denies_pending_request(hearth):
     run(body())
 
 
-def test_preapproval_stream_feature_advertised(hearth):
-    """RFC 6121 §3.4.1: a server that supports pre-approval MUST advertise
-    <sub xmlns='urn:xmpp:features:pre-approval'/> (slixmpp records it as 'preapproval')."""
-    async def body():
-        async with Clients(hearth, "bob", **IM) as (bob,):
-            assert "preapproval" in bob.features, sorted(bob.features)
-
-    run(body())
-
-
 def test_preapproval_then_subscribe_is_auto_approved(hearth):
     async def body():
         async with Clients(hearth, ("alice", "r1"), ("bob", "r1"), **IM) as (alice, bob):
