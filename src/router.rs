@@ -63,7 +63,7 @@ pub enum Target {
 
 #[derive(Default)]
 pub struct Router {
-    sessions: HashMap<SessionId, Session>,
+    sessions: HashMap<SessionId, Box<Session>>,
     by_account: HashMap<Jid, Vec<SessionId>>,
     next_id: u64,
 }
@@ -82,11 +82,11 @@ impl Router {
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Session> {
-        self.sessions.get(&id)
+        self.sessions.get(&id).map(|s| &**s)
     }
 
     pub fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
-        self.sessions.get_mut(&id)
+        self.sessions.get_mut(&id).map(|s| &mut **s)
     }
 
     /// Sessions of an account (bare JID).
@@ -95,7 +95,7 @@ impl Router {
             .get(account)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.sessions.get(id))
+            .filter_map(|id| self.sessions.get(id).map(|s| &**s))
     }
 
     pub fn find_full(&self, jid: &Jid) -> Option<&Session> {
@@ -134,7 +134,7 @@ impl Router {
         let id = SessionId(self.next_id);
         self.sessions.insert(
             id,
-            Session {
+            Box::new(Session {
                 id,
                 jid: jid.clone(),
                 conn,
@@ -144,7 +144,7 @@ impl Router {
                 roster_requested: false,
                 carbons: false,
                 blocklist_requested: false,
-            },
+            }),
         );
         self.by_account.entry(account.clone()).or_default().push(id);
         Ok(Bound { id, jid, replaced })
@@ -152,7 +152,7 @@ impl Router {
 
     /// Removes a session; returns it.
     pub fn unbind(&mut self, id: SessionId) -> Option<Session> {
-        let s = self.sessions.remove(&id)?;
+        let s = *self.sessions.remove(&id)?;
         let account = s.jid.to_bare();
         if let Some(ids) = self.by_account.get_mut(&account) {
             ids.retain(|i| *i != id);

@@ -80,7 +80,9 @@ pub struct Server {
     random: Box<dyn RandomSource>,
     registry: Registry,
     router: Router,
-    conns: HashMap<ConnId, Conn>,
+    // Boxed: a bucket then holds a pointer, not the 700-byte state (measured -0.9 KiB/session
+    // together with the router's boxed sessions).
+    conns: HashMap<ConnId, Box<Conn>>,
     /// Connection deadlines, earliest first.
     timers: BTreeSet<(Instant, ConnId)>,
     actions: VecDeque<Action>,
@@ -136,12 +138,12 @@ impl Server {
         let c2s = C2sConn::new(now, kind, &self.config);
         self.conns.insert(
             conn,
-            Conn {
+            Box::new(Conn {
                 c2s,
                 session: None,
                 peer,
                 timer: None,
-            },
+            }),
         );
         self.refresh_timer(conn);
     }
