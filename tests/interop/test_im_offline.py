@@ -98,7 +98,7 @@ def test_offline_normal_stored_headline_not_groupchat_refused(hearth):
             alice.send_message(mto=bare("bob"), mbody="a normal one", mtype="normal")
             alice.send_message(mto=bare("bob"), mbody="a groupchat one", mtype="groupchat")
             err = await next_matching(alice.message_errors, lambda m: m["type"] == "error", "error for groupchat")
-            assert err["error"]["condition"] == "resource-constraint", err
+            assert err["error"]["condition"] == "service-unavailable", err
             await settle(alice)
             await none_matching(alice.message_errors, lambda m: m["type"] == "error", "error for headline/normal", 0.3)
         async with Clients(hearth, ("bob", "r1")) as (bob,):
@@ -116,7 +116,7 @@ def test_message_to_unknown_account_bounces(hearth):
         async with Clients(hearth, ("alice", "r1")) as (alice,):
             alice.send_message(mto=bare("nobody"), mbody="to nobody", mtype="chat")
             err = await next_matching(alice.message_errors, lambda m: m["type"] == "error", "error for nobody")
-            assert err["error"]["condition"] == "resource-constraint", err
+            assert err["error"]["condition"] == "service-unavailable", err
             assert str(err["from"]) == bare("nobody"), err
 
     run(body())
