@@ -15,7 +15,7 @@
 //! server commits that removal together with releasing the sends. A connection that dies
 //! before the client read them loses them (stream management is what fixes that).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use super::datetime;
 
 use super::carbons::NS_HINTS;
 use super::{Ctx, Flow, Inbound, IqTo, Outbound, Registry};
@@ -82,7 +82,7 @@ fn store_message(ctx: &mut Ctx, i: &Inbound) -> Flow {
     kept.push_child(
         Element::new("delay", NS_DELAY)
             .with_attr("from", i.to.domain())
-            .with_attr("stamp", &utc_timestamp(SystemTime::now()))
+            .with_attr("stamp", &datetime::utc_timestamp(datetime::wall_clock()))
             .with_text("Offline Storage"),
     );
     match ctx.store.offline_push(&account, &kept.to_bytes(ns::CLIENT)) {
@@ -158,36 +158,6 @@ fn deliver(ctx: &mut Ctx, conn: ConnId, account: &Jid) {
     }
 }
 
-/// XEP-0082 DateTime in UTC, to the second: `YYYY-MM-DDThh:mm:ssZ`. Times before 1970 are
-/// written as the epoch.
-// Duplicate of `features::datetime::utc_timestamp`, written in parallel; fold into it.
-fn utc_timestamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days(secs / 86_400);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (H. Hinnant's
-/// `civil_from_days`, for non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +176,8 @@ mod tests {
 
     #[test]
     fn utc_timestamp_known_dates() {
+        use datetime::utc_timestamp;
+        use std::time::UNIX_EPOCH;
         let at = |s: u64| utc_timestamp(UNIX_EPOCH + Duration::from_secs(s));
         assert_eq!(at(0), "1970-01-01T00:00:00Z");
         // XEP-0203's example.
