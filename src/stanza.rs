@@ -101,6 +101,37 @@ impl StanzaCondition {
         }
     }
 
+    /// Every condition, for reading a peer's errors.
+    pub const ALL: [StanzaCondition; 19] = {
+        use StanzaCondition::*;
+        [
+            BadRequest,
+            Conflict,
+            FeatureNotImplemented,
+            Forbidden,
+            InternalServerError,
+            ItemNotFound,
+            JidMalformed,
+            NotAcceptable,
+            NotAllowed,
+            NotAuthorized,
+            PolicyViolation,
+            RecipientUnavailable,
+            RemoteServerNotFound,
+            RemoteServerTimeout,
+            ResourceConstraint,
+            ServiceUnavailable,
+            SubscriptionRequired,
+            UndefinedCondition,
+            UnexpectedRequest,
+        ]
+    };
+
+    /// The condition with this element name, if it is one Hearth knows.
+    pub fn from_name(name: &str) -> Option<StanzaCondition> {
+        StanzaCondition::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// The error type RFC 6120 §8.3.3 gives in its examples for each condition.
     pub fn default_type(self) -> ErrorType {
         use StanzaCondition::*;
@@ -221,6 +252,14 @@ mod tests {
             "<iq type='error' id='1' to='a@b/c' from='b'><error type='cancel'>\
              <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
         );
+    }
+
+    #[test]
+    fn condition_names_round_trip() {
+        for c in StanzaCondition::ALL {
+            assert_eq!(StanzaCondition::from_name(c.name()), Some(c));
+        }
+        assert_eq!(StanzaCondition::from_name("no-such-condition"), None);
     }
 
     #[test]

@@ -194,34 +194,8 @@ fn error_condition(e: &Element) -> StanzaCondition {
         .into_iter()
         .flat_map(|err| err.child_elements())
         .filter(|c| c.ns == ns::STANZA_ERRORS)
-        .find_map(|c| condition_from_name(&c.name))
+        .find_map(|c| StanzaCondition::from_name(&c.name))
         .unwrap_or(StanzaCondition::UndefinedCondition)
-}
-
-fn condition_from_name(name: &str) -> Option<StanzaCondition> {
-    use StanzaCondition::*;
-    const ALL: [StanzaCondition; 19] = [
-        BadRequest,
-        Conflict,
-        FeatureNotImplemented,
-        Forbidden,
-        InternalServerError,
-        ItemNotFound,
-        JidMalformed,
-        NotAcceptable,
-        NotAllowed,
-        NotAuthorized,
-        PolicyViolation,
-        RecipientUnavailable,
-        RemoteServerNotFound,
-        RemoteServerTimeout,
-        ResourceConstraint,
-        ServiceUnavailable,
-        SubscriptionRequired,
-        UndefinedCondition,
-        UnexpectedRequest,
-    ];
-    ALL.into_iter().find(|c| c.name() == name)
 }
 
 /// Writes a dialback element with the `db:` prefix, for a `jabber:server` stream whose header
