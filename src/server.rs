@@ -36,6 +36,24 @@ pub enum ListenerKind {
     C2sStartTls,
     /// TLS from the first byte (XEP-0368), ALPN `xmpp-client`.
     C2sDirectTls,
+    /// Server-to-server, plain TCP; TLS starts with STARTTLS.
+    S2sStartTls,
+    /// Server-to-server, TLS from the first byte (XEP-0368), ALPN `xmpp-server`.
+    S2sDirectTls,
+}
+
+/// Ids the core makes for outgoing connections (`Action::Connect`) have this bit set; the
+/// driver's own ids (accepted connections) never do.
+pub const OUTGOING_CONN_BIT: u64 = 1 << 63;
+
+/// How the driver sets up TLS as the *client* of an outgoing s2s connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    /// SNI and the name the remote certificate is checked against (RFC 6125): the remote
+    /// domain, never the SRV target.
+    pub server_name: String,
+    /// Our domain on this stream: the driver presents its certificate (for SASL EXTERNAL).
+    pub local_domain: String,
 }
 
 /// What the driver learnt from a completed TLS handshake.
@@ -46,6 +64,13 @@ pub struct TlsInfo {
     /// RFC 9266 `tls-exporter` channel-binding data: 32 bytes from the exporter with label
     /// "EXPORTER-Channel-Binding" and no context. Only for TLS 1.3 (None otherwise).
     pub channel_binding: Option<Vec<u8>>,
+    /// s2s only: the DNS names (lowercase; wildcards kept as `*.example.org`) of the peer's
+    /// certificate when its chain validates against the trust roots (system roots or
+    /// `[s2s] ca_file`) for server or client authentication; empty when the peer presented no
+    /// certificate or an invalid one. Matching a domain against them is the core's job.
+    pub peer_cert_names: Vec<String>,
+    /// Outgoing s2s only: we presented a certificate for the local domain.
+    pub presented_cert: bool,
 }
 
 /// What the core asks the driver to do, in order.
@@ -59,6 +84,25 @@ pub enum Action {
     StartTls { conn: ConnId, buffered: Vec<u8> },
     /// Flush what is queued, then close the connection. The core has forgotten it.
     Close { conn: ConnId },
+    /// Open a TCP connection to `addr` under the core-made id `conn` (`OUTGOING_CONN_BIT`).
+    /// Without `tls`: call `handle_connected` once TCP is up. With `tls` (XEP-0368 direct
+    /// TLS): do the TLS client handshake first (ALPN `xmpp-server`), then `handle_tls_ready`.
+    /// If it fails or the core's connect timeout passes first: `handle_disconnect`.
+    Connect {
+        conn: ConnId,
+        addr: SocketAddr,
+        tls: Option<ClientTls>,
+    },
+    /// Like `StartTls`, on an outgoing connection: start a TLS *client* handshake after what is
+    /// queued was sent; `buffered` are bytes already received after `<proceed/>`.
+    StartTlsClient {
+        conn: ConnId,
+        buffered: Vec<u8>,
+        tls: ClientTls,
+    },
+    /// A DNS datagram or TCP exchange for the resolver; answers come back through
+    /// `handle_dns_udp` / `handle_dns_tcp`.
+    Dns(crate::dns::Transmit),
 }
 
 /// A source of random bytes (the driver gives the system's; tests a seeded one).
@@ -152,6 +196,25 @@ impl Server {
     pub fn handle_tls_ready(&mut self, now: Instant, conn: ConnId, info: TlsInfo) {
         self.with_conn(conn, |c, env| c.handle_tls_ready(now, info, env));
         self.process(now);
+    }
+
+    /// An outgoing connection (`Action::Connect` without TLS) is established.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        // SKELETON (wip-fed-core): hand to the s2s machine.
+        let _ = (now, conn);
+    }
+
+    /// A DNS datagram arrived from `from` on the resolver's UDP socket.
+    pub fn handle_dns_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // SKELETON (wip-fed-core): feed the resolver.
+        let _ = (now, from, bytes);
+    }
+
+    /// A DNS-over-TCP exchange ended: the reply message (length prefix removed), or `None` if
+    /// the connection failed or closed before a whole reply.
+    pub fn handle_dns_tcp(&mut self, now: Instant, id: crate::dns::TcpId, reply: Option<&[u8]>) {
+        // SKELETON (wip-fed-core): feed the resolver.
+        let _ = (now, id, reply);
     }
 
     /// Application bytes arrived (already decrypted when TLS is on).

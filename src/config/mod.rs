@@ -116,6 +116,41 @@ pub struct RegistrationSettings {
     pub per_ip_per_hour: u32,
 }
 
+/// Federation (`[s2s]`). SKELETON (wip-fed-core parses it; defaults below are the contract).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S2sSettings {
+    /// Off in the built-in setup (domain `localhost` cannot federate); on by default in a
+    /// config file.
+    pub enabled: bool,
+    /// STARTTLS listeners (RFC 6120), default `[::]:5269` in a config file.
+    pub listen: Vec<SocketAddr>,
+    /// Direct TLS listeners (XEP-0368, ALPN `xmpp-server`), none by default.
+    pub listen_tls: Vec<SocketAddr>,
+    /// TLS before authentication, both directions (default true).
+    pub require_encryption: bool,
+    /// Peers must present a certificate valid for their domain; false allows dialback over
+    /// TLS with any certificate (default false).
+    pub require_valid_certificates: bool,
+    /// Trust roots for peers' certificates; `None`: the system's (/etc/ssl/certs).
+    pub ca_file: Option<PathBuf>,
+    /// An outgoing connection attempt (TCP and direct TLS) must finish within this.
+    pub connect_timeout: Duration,
+    /// A federation stream idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Stanzas waiting for a remote domain's stream; past it the sender gets
+    /// `resource-constraint`.
+    pub max_queued_stanzas: usize,
+    /// s2s connections (both directions) at once.
+    pub max_connections: usize,
+}
+
+/// The stub resolver (`[dns]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Nameservers to ask; empty: those of /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+}
+
 /// The XEP-0157 fields an operator may publish.
 pub const CONTACT_FIELDS: [&str; 7] = [
     "abuse", "admin", "feedback", "sales", "security", "status", "support",
@@ -130,6 +165,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub tls: TlsSettings,
     pub c2s: C2sSettings,
+    pub s2s: S2sSettings,
+    pub dns: DnsSettings,
     pub limits: Limits,
     pub storage: StorageSettings,
     pub registration: RegistrationSettings,
@@ -155,6 +192,21 @@ impl Default for Config {
                 auth_failure_delay: Duration::from_secs(1),
                 max_auth_failures: 3,
                 idle_timeout: Duration::from_secs(300),
+            },
+            s2s: S2sSettings {
+                enabled: false,
+                listen: Vec::new(),
+                listen_tls: Vec::new(),
+                require_encryption: true,
+                require_valid_certificates: false,
+                ca_file: None,
+                connect_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(600),
+                max_queued_stanzas: 128,
+                max_connections: 256,
+            },
+            dns: DnsSettings {
+                nameservers: Vec::new(),
             },
             limits: Limits {
                 max_connections: 1024,
@@ -731,6 +783,9 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
                 max_auth_failures: 3,
                 idle_timeout: Duration::from_secs(300),
             },
+            // SKELETON (wip-fed-core): the example file's [s2s] once parsed.
+            s2s: Config::default().s2s,
+            dns: Config::default().dns,
             limits: Limits {
                 max_connections: 1024,
                 max_stanza_bytes: 262144,

@@ -285,6 +285,7 @@ pub fn tls_info(tls: &ServerConnection) -> TlsInfo {
     TlsInfo {
         sni: tls.server_name().map(|s| s.to_ascii_lowercase()),
         channel_binding,
+        ..TlsInfo::default()
     }
 }
 

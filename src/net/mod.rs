@@ -181,6 +181,8 @@ pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Res
         match kind {
             ListenerKind::C2sStartTls => info!("listening on {shown} (STARTTLS)"),
             ListenerKind::C2sDirectTls => info!("listening on {shown} (direct TLS)"),
+            ListenerKind::S2sStartTls => info!("listening on {shown} (s2s, STARTTLS)"),
+            ListenerKind::S2sDirectTls => info!("listening on {shown} (s2s, direct TLS)"),
         }
         listeners.push(Listener {
             sock,
@@ -315,6 +317,10 @@ impl Driver {
                 Action::Send { conn, bytes } => self.send(conn, &bytes, now),
                 Action::StartTls { conn, buffered } => self.start_tls(conn, buffered, now),
                 Action::Close { conn } => self.begin_close(conn, now),
+                // SKELETON (wip-fed-net): outgoing connections and DNS sockets.
+                a @ (Action::Connect { .. } | Action::StartTlsClient { .. } | Action::Dns(_)) => {
+                    warn!("not yet supported: {a:?}")
+                }
             }
         }
     }

@@ -151,8 +151,8 @@ impl C2sConn {
         C2sConn {
             parser: StreamParser::new(limits),
             phase: match kind {
-                ListenerKind::C2sDirectTls => Phase::ExpectTls,
-                ListenerKind::C2sStartTls => Phase::ExpectHeader,
+                ListenerKind::C2sDirectTls | ListenerKind::S2sDirectTls => Phase::ExpectTls,
+                ListenerKind::C2sStartTls | ListenerKind::S2sStartTls => Phase::ExpectHeader,
             },
             header_sent: false,
             tls: None,
