@@ -27,6 +27,12 @@ Usage:
   hearth [--config PATH] user passwd JID     change an account's password
   hearth [--config PATH] user del JID        delete an account
   hearth [--config PATH] user list [DOMAIN]  list accounts
+  hearth [--config PATH] check dns DOMAIN [--nameserver IP:PORT] [--timeout SECS]
+                                             [--ca-file PATH]
+                                             what remote servers find for DOMAIN
+                                             (SRV records, addresses, ports, TLS and
+                                             certificate) and what is wrong; exit 0 if
+                                             a remote server can reach it, 1 if not
   hearth --version | --help
 
 Without --config, ./hearth.toml is used if it exists, else built-in defaults
@@ -49,6 +55,7 @@ pub enum Command {
     UserPasswd { jid: String },
     UserDel { jid: String },
     UserList { domain: Option<String> },
+    CheckDns(crate::check::DnsCheckArgs),
     Help,
     Version,
 }
@@ -67,6 +74,8 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocatio
     let mut config = None;
     let mut words = Vec::new();
     let mut flag = None;
+    // `check dns` options with their values, checked once the command is known.
+    let mut check_options: Vec<(&'static str, String)> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let path = match arg.to_str() {
@@ -91,6 +100,18 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocatio
         match arg.to_str() {
             Some("-h" | "--help") => flag = Some(Command::Help),
             Some("-V" | "--version") => flag = flag.or(Some(Command::Version)),
+            Some(s) if crate::check::value_option(s).is_some() => {
+                if let Some((name, inline)) = crate::check::value_option(s) {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => args
+                            .next()
+                            .and_then(|v| v.into_string().ok())
+                            .ok_or_else(|| format!("{name} needs a value"))?,
+                    };
+                    check_options.push((name, value));
+                }
+            }
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return Err(format!("unknown option {s}"));
             }
@@ -130,8 +151,23 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocatio
                 "unknown user subcommand {sub} (expected add, passwd, del or list)"
             ));
         }
+        ["check", "dns", domain] => {
+            Command::CheckDns(crate::check::DnsCheckArgs::parse(domain, &check_options)?)
+        }
+        ["check", "dns"] => return Err("check dns needs a DOMAIN".to_owned()),
+        ["check", "dns", _, extra, ..] => return Err(format!("unexpected argument {extra}")),
+        ["check"] => return Err("check needs a subcommand: dns".to_owned()),
+        ["check", sub, ..] => {
+            return Err(format!("unknown check subcommand {sub} (expected dns)"));
+        }
         [other, ..] => return Err(format!("unknown command {other}")),
     };
+    if let (Some((name, _)), false) = (
+        check_options.first(),
+        matches!(command, Command::CheckDns(_)),
+    ) {
+        return Err(format!("{name} is an option of check dns only"));
+    }
     Ok(Invocation { config, command })
 }
 
@@ -156,6 +192,7 @@ pub fn main() -> i32 {
             0
         }
         Command::Serve => serve(config_path),
+        Command::CheckDns(args) => crate::check::main(config_path, &args),
         user => match user_command(config_path, &user) {
             Ok(lines) => {
                 for l in lines {
@@ -287,7 +324,7 @@ fn user_command(config_path: Option<&Path>, cmd: &Command) -> Result<Vec<String>
                 .map(|d| control::hosted_domain(d, &config))
                 .transpose()?,
         },
-        Command::Serve | Command::Help | Command::Version => {
+        Command::Serve | Command::CheckDns(_) | Command::Help | Command::Version => {
             return Err("not a user command".to_owned());
         }
     };

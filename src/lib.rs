@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod base64;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;
