@@ -588,6 +588,77 @@ mod tests {
     }
 
     #[test]
+    fn args_check_dns_parse_options_anywhere() {
+        let inv = parse(&[
+            "--timeout=3",
+            "check",
+            "dns",
+            "Example.org",
+            "--nameserver",
+            "127.0.0.1:5353",
+            "--ca-file",
+            "ca.pem",
+            "--config",
+            "h.toml",
+        ])
+        .unwrap();
+        assert_eq!(inv.config, Some(PathBuf::from("h.toml")));
+        let Command::CheckDns(args) = inv.command else {
+            panic!("not check dns: {inv:?}");
+        };
+        assert_eq!(args.domain, "Example.org");
+        assert_eq!(args.nameservers, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(args.timeout, Duration::from_secs(3));
+        assert_eq!(args.ca_file, Some(PathBuf::from("ca.pem")));
+        let Command::CheckDns(args) = parse(&["check", "dns", "a.org"]).unwrap().command else {
+            panic!("not check dns");
+        };
+        assert_eq!(args.timeout, crate::check::DEFAULT_TIMEOUT);
+        assert!(args.nameservers.is_empty());
+    }
+
+    #[test]
+    fn args_check_invalid_error_names_problem() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["check"], "check needs a subcommand: dns"),
+            (&["check", "mx", "a.org"], "unknown check subcommand mx"),
+            (&["check", "dns"], "check dns needs a DOMAIN"),
+            (
+                &["check", "dns", "a.org", "b.org"],
+                "unexpected argument b.org",
+            ),
+            (
+                &["check", "dns", "a.org", "--timeout"],
+                "--timeout needs a value",
+            ),
+            (
+                &["check", "dns", "a.org", "--timeout", "0"],
+                "expected seconds",
+            ),
+            (
+                &["check", "dns", "a.org", "--timeout=x"],
+                "expected seconds",
+            ),
+            (
+                &["check", "dns", "a.org", "--nameserver", "ns.example"],
+                "expected IP",
+            ),
+            (
+                &["user", "list", "--ca-file", "x"],
+                "--ca-file is an option of check dns only",
+            ),
+            (
+                &["--nameserver", "127.0.0.1"],
+                "--nameserver is an option of check dns only",
+            ),
+        ];
+        for (args, want) in cases {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn args_non_utf8_word_refused() {
         use std::os::unix::ffi::OsStringExt;
         let bad = OsString::from_vec(vec![b'u', 0xff]);

@@ -507,6 +507,100 @@ fn untrusted_certificate_is_reported_self_signed() {
 }
 
 #[test]
+fn swapped_records_suggest_the_other_mode() {
+    let dir = temp_dir();
+    let cert = cert_for("example.test", &dir);
+    let (direct_port, _p1) = peer(&cert, Mode::DirectTls);
+    let (starttls_port, _p2) = peer(&cert, Mode::StartTls);
+    let (dns, _d) = dns_server(vec![
+        // Each record names the other kind of port.
+        Rr::Srv(
+            "_xmpp-server._tcp.example.test",
+            0,
+            0,
+            direct_port,
+            "example.test",
+        ),
+        Rr::Srv(
+            "_xmpps-server._tcp.example.test",
+            0,
+            0,
+            starttls_port,
+            "example.test",
+        ),
+        Rr::A("example.test", [127, 0, 0, 1]),
+    ]);
+    let out = check("example.test", dns, &cert.pem, &dir);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "127.0.0.1:{starttls_port}: connected; TLS failed: no TLS answer in time (is this a \
+             STARTTLS port?)"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("(is this a direct TLS port?)"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn hosted_domain_records_checked_against_config() {
+    let dir = temp_dir();
+    let cert = cert_for("example.test", &dir);
+    let config = dir.join("hearth.toml");
+    std::fs::write(
+        &config,
+        "domains = [\"example.test\"]\n\
+         [c2s]\n\
+         listen = [\"0.0.0.0:5322\"]\n\
+         listen_tls = [\"0.0.0.0:5323\"]\n",
+    )
+    .unwrap();
+    let (dns, _d) = dns_server(vec![
+        Rr::Srv(
+            "_xmpp-client._tcp.example.test",
+            0,
+            5,
+            5999,
+            "xmpp.example.test",
+        ),
+        Rr::A("xmpp.example.test", [127, 0, 0, 1]),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .current_dir(&dir)
+        .args(["--config"])
+        .arg(&config)
+        .args([
+            "check",
+            "dns",
+            "example.test",
+            "--timeout=2",
+            "--nameserver",
+        ])
+        .arg(dns.to_string())
+        .arg("--ca-file")
+        .arg(&cert.pem)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("example.test is hosted here"), "{t}");
+    assert!(
+        t.contains(
+            "_xmpp-client._tcp.example.test points at port 5999, but [c2s] listen is on port \
+             5322"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("    _xmpps-client._tcp.example.test. 3600 IN SRV 0 5 5323 xmpp.example.test."),
+        "{t}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_hearth"))

@@ -187,6 +187,10 @@ impl Prober {
             }
             if let Err(e) = conn.complete_io(&mut stream) {
                 return Probe::TlsFailed(match e.kind() {
+                    // A STARTTLS port waits for XML and never answers a ClientHello.
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if direct_tls => {
+                        "no TLS answer in time (is this a STARTTLS port?)".to_owned()
+                    }
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                         "no TLS answer in time".to_owned()
                     }
@@ -243,7 +247,16 @@ fn starttls(stream: &mut TcpStream, domain: &str, deadline: Instant) -> Result<(
         if scan.closed {
             return Err("the peer closed the XMPP stream at once".to_owned());
         }
-        read_more(stream, &mut buf, deadline)?;
+        if let Err(why) = read_more(stream, &mut buf, deadline) {
+            // A TLS record (alert 0x15, handshake 0x16) or silence instead of XML: likely a
+            // direct TLS port named by a STARTTLS record.
+            let tls_like = matches!(buf.first(), None | Some(0x15 | 0x16));
+            return Err(if tls_like {
+                format!("{why} (is this a direct TLS port?)")
+            } else {
+                why
+            });
+        }
     };
     match features.name.as_str() {
         "features" if features.children.iter().any(|c| c == "starttls") => {}
@@ -535,7 +548,10 @@ mod tests {
         let p = Prober::new(RootCertStore::empty(), Duration::from_millis(300));
         let started = Instant::now();
         let r = p.probe("example.org", addr, false);
-        assert_eq!(r, Probe::StreamFailed("no XMPP answer in time".into()));
+        assert_eq!(
+            r,
+            Probe::StreamFailed("no XMPP answer in time (is this a direct TLS port?)".into())
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(l);
     }
