@@ -8,6 +8,7 @@
 //! Every wait is bounded: the resolver's own tries (timeout × attempts × servers) end each
 //! question, and [`BlockingResolver::resolve_all`] also stops at a hard deadline of its own.
 
+use crate::dns::resolv_conf::MAX_ATTEMPTS;
 use crate::dns::wire::{MAX_MESSAGE_LEN, TcpDeframer};
 use crate::dns::{
     DnsError, QueryId, Record, RecordType, Resolver, ResolverConfig, ResolverEvent, TcpId, Transmit,
@@ -42,18 +43,32 @@ impl BlockingResolver {
         random: crate::dns::resolver::RandomFill,
     ) -> io::Result<BlockingResolver> {
         let mut sockets = Vec::with_capacity(2);
-        if config.nameservers.iter().any(SocketAddr::is_ipv4) {
-            sockets.push(UdpSocket::bind("0.0.0.0:0")?);
+        let mut last_error = None;
+        for (wanted, local) in [
+            (
+                config.nameservers.iter().any(SocketAddr::is_ipv4),
+                "0.0.0.0:0",
+            ),
+            (config.nameservers.iter().any(SocketAddr::is_ipv6), "[::]:0"),
+        ] {
+            if !wanted {
+                continue;
+            }
+            // A host without IPv6 can still ask its IPv4 servers: only no socket at all fails.
+            match UdpSocket::bind(local) {
+                Ok(s) => sockets.push(s),
+                Err(e) => last_error = Some(e),
+            }
         }
-        if config.nameservers.iter().any(SocketAddr::is_ipv6) {
-            sockets.push(UdpSocket::bind("[::]:0")?);
+        if let (true, Some(e)) = (sockets.is_empty(), last_error) {
+            return Err(e);
         }
         let try_timeout = config.timeout.max(crate::dns::resolver::MIN_TIMEOUT);
         let servers = config
             .nameservers
             .len()
             .clamp(1, crate::dns::resolver::MAX_SERVERS);
-        let tries = config.attempts.clamp(1, 5) * u32::try_from(servers).unwrap_or(1);
+        let tries = config.attempts.clamp(1, MAX_ATTEMPTS) * u32::try_from(servers).unwrap_or(1);
         // Every try may run to its timeout; one more for the TCP exchange and slack.
         let max_wait = try_timeout.saturating_mul(tries + 1);
         Ok(BlockingResolver {
@@ -259,6 +274,61 @@ mod tests {
         let result = r.resolve("example.org", RecordType::A);
         assert_eq!(result, Err(DnsError::Timeout));
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A reply to `query` with one A record, or an empty truncated one.
+    fn reply(query: &[u8], truncated: bool) -> Vec<u8> {
+        let query = simple_dns::Packet::parse(query).unwrap();
+        let mut reply = simple_dns::Packet::new_reply(query.id());
+        reply.questions = query.questions.clone();
+        if truncated {
+            reply.set_flags(simple_dns::PacketFlag::TRUNCATION);
+        } else {
+            reply.answers.push(simple_dns::ResourceRecord::new(
+                simple_dns::Name::new("example.org").unwrap(),
+                simple_dns::CLASS::IN,
+                60,
+                simple_dns::rdata::RData::A(std::net::Ipv4Addr::new(192, 0, 2, 9).into()),
+            ));
+        }
+        reply.build_bytes_vec().unwrap()
+    }
+
+    #[test]
+    fn truncated_udp_answer_is_asked_again_over_tcp() {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = std::net::TcpListener::bind(addr).unwrap();
+        let handle = thread::spawn(move || {
+            udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 512];
+            let (n, from) = udp.recv_from(&mut buf).unwrap();
+            udp.send_to(&reply(&buf[..n], true), from).unwrap();
+            let (mut s, _) = tcp.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut query).unwrap();
+            let answer = reply(&query, false);
+            let framed = crate::dns::wire::frame_tcp(&answer).unwrap();
+            s.write_all(&framed).unwrap();
+        });
+        let config = ResolverConfig {
+            nameservers: vec![addr],
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            rotate: false,
+            max_pending: 8,
+            cache_names: 8,
+        };
+        let mut r = BlockingResolver::new(config, seeded()).unwrap();
+        let records = r.resolve("example.org", RecordType::A).unwrap();
+        assert_eq!(
+            records.first().map(|r| r.data.clone()),
+            Some(crate::dns::RecordData::A([192, 0, 2, 9].into()))
+        );
+        handle.join().unwrap();
     }
 
     #[test]

@@ -489,6 +489,10 @@ fn problem(domain: &str, host: &str, addr: SocketAddr, p: &Probe) -> Option<Stri
             "{addr} does not answer connection attempts (a firewall dropping packets, or the \
              host is down)."
         ),
+        Probe::ConnectFailed(e) if addr.is_ipv6() => format!(
+            "Cannot connect to {addr}: {e}. If this machine has no IPv6 route, that says nothing \
+             about the domain; servers with IPv6 will try it."
+        ),
         Probe::ConnectFailed(e) => format!("Cannot connect to {addr}: {e}."),
         Probe::StreamFailed(why) => {
             format!("{addr} accepts connections but the XMPP stream failed: {why}.")
