@@ -180,10 +180,20 @@ impl BlockingResolver {
             if socket.set_read_timeout(Some(slice)).is_err() {
                 continue;
             }
-            if let Ok((n, from)) = socket.recv_from(buf) {
-                let bytes = buf.get(..n).unwrap_or_default();
-                self.resolver.handle_udp(Instant::now(), from, bytes);
-                return;
+            match socket.recv_from(buf) {
+                Ok((n, from)) => {
+                    let bytes = buf.get(..n).unwrap_or_default();
+                    self.resolver.handle_udp(Instant::now(), from, bytes);
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                // An error that returns at once (an ICMP report, say) must not turn the wait
+                // into a busy loop that ends the turns before the deadlines.
+                Err(_) => std::thread::sleep(slice),
             }
         }
     }

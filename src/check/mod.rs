@@ -346,7 +346,11 @@ fn load_roots(
             if added == 0 && explicit.is_some() {
                 return Err(format!("{}: no usable CA certificate", path.display()));
             }
-            Ok((store, format!("{} ({added} certificates)", path.display())))
+            let plural = if added == 1 { "" } else { "s" };
+            Ok((
+                store,
+                format!("{} ({added} certificate{plural})", path.display()),
+            ))
         }
         Err(e) if explicit.is_some() => Err(e.to_string()),
         Err(_) => Ok((store, format!("none ({} not readable)", path.display()))),
