@@ -97,21 +97,20 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocatio
             }
             continue;
         }
+        if let Some((name, inline)) = arg.to_str().and_then(crate::check::value_option) {
+            let value = match inline {
+                Some(v) => v,
+                None => args
+                    .next()
+                    .and_then(|v| v.into_string().ok())
+                    .ok_or_else(|| format!("{name} needs a value"))?,
+            };
+            check_options.push((name, value));
+            continue;
+        }
         match arg.to_str() {
             Some("-h" | "--help") => flag = Some(Command::Help),
             Some("-V" | "--version") => flag = flag.or(Some(Command::Version)),
-            Some(s) if crate::check::value_option(s).is_some() => {
-                if let Some((name, inline)) = crate::check::value_option(s) {
-                    let value = match inline {
-                        Some(v) => v,
-                        None => args
-                            .next()
-                            .and_then(|v| v.into_string().ok())
-                            .ok_or_else(|| format!("{name} needs a value"))?,
-                    };
-                    check_options.push((name, value));
-                }
-            }
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return Err(format!("unknown option {s}"));
             }

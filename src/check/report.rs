@@ -198,7 +198,10 @@ pub fn render(f: &Findings) -> Report {
                      goes first on ties)"
                 );
             } else {
-                let _ = writeln!(out, "(by priority, then direct TLS first on ties)");
+                let _ = writeln!(
+                    out,
+                    "(by priority; one record per priority here, so this order is always the same)"
+                );
             }
         }
         Plan::Fallback(_) => {

@@ -290,7 +290,7 @@ fn closed_port_and_bad_certificates_are_explained() {
     assert!(!r.reachable);
     let t = &r.text;
     assert!(
-        t.contains("(by priority, then direct TLS first on ties)"),
+        t.contains("(by priority; one record per priority here, so this order is always the same)"),
         "{t}"
     );
     assert!(
