@@ -24,6 +24,36 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// One message of an account's archive (XEP-0313).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedMessage {
+    /// Microseconds since the epoch when archived, unique and increasing per account.
+    pub id: u64,
+    /// The other party's bare JID.
+    pub with: String,
+    /// The stanza as archived (`Element::to_bytes` under a non-`jabber:client` parent, so it
+    /// declares its namespace).
+    pub stanza: Vec<u8>,
+}
+
+/// Which of an account's archived messages a page is read from: ids in `low..=high`, only
+/// those exchanged with `with` if given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveRange<'a> {
+    pub with: Option<&'a str>,
+    pub low: u64,
+    pub high: u64,
+}
+
+impl ArchiveRange<'_> {
+    /// The whole archive.
+    pub const ALL: ArchiveRange<'static> = ArchiveRange {
+        with: None,
+        low: 0,
+        high: u64::MAX,
+    };
+}
+
 /// Everything the server keeps on disk.
 pub trait Store {
     /// The credentials of an account, `None` if it does not exist.
@@ -79,6 +109,41 @@ pub trait Store {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Whether there are writes not yet committed.
     fn has_uncommitted(&self) -> bool;
+
+    // Message archive (XEP-0313). Ids are microseconds since the epoch at archiving, made
+    // strictly increasing per account (`max(at, last + 1)`), so key order is time order and a
+    // time bound is an id bound. The caller keeps `max` small: a page is read, never an archive.
+
+    /// Archives a serialized stanza exchanged with `with` (a bare JID) at `at_micros`; returns
+    /// its id.
+    fn archive_append(
+        &mut self,
+        account: &str,
+        at_micros: u64,
+        with: &str,
+        stanza: &[u8],
+    ) -> Result<u64, StoreError>;
+    /// One archived message by id.
+    fn archive_get(&self, account: &str, id: u64) -> Result<Option<ArchivedMessage>, StoreError>;
+    /// At most `max` messages of `range`: the oldest first, or with `reverse` the newest first.
+    fn archive_page(
+        &self,
+        account: &str,
+        range: &ArchiveRange,
+        reverse: bool,
+        max: usize,
+    ) -> Result<Vec<ArchivedMessage>, StoreError>;
+    /// Messages in the account's archive.
+    fn archive_count(&self, account: &str) -> Result<u64, StoreError>;
+    /// Removes the account's oldest messages while their id is below `older_than` or there are
+    /// more than `keep`, at most `max_remove` of them; returns how many went.
+    fn archive_prune(
+        &mut self,
+        account: &str,
+        older_than: u64,
+        keep: u64,
+        max_remove: usize,
+    ) -> Result<usize, StoreError>;
 }
 
 /// The behaviour every `Store` implementation must share, run against each of them.
