@@ -783,3 +783,641 @@ fn parse_datetime(s: &str) -> Option<u64> {
     }
     u64::try_from(secs * 1_000_000 + micros).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::ConnId;
+    use crate::testutil::Harness;
+    use std::time::Duration;
+
+    /// Moves this test's wall clock forward.
+    fn skew(secs: u64) {
+        SKEW_SECS.with(|s| s.set(s.get() + secs));
+    }
+
+    fn chat(h: &mut Harness, from: ConnId, to: &str, body: &str) {
+        h.send(
+            from,
+            &format!("<message to='{to}' type='chat' id='m-{body}'><body>{body}</body></message>"),
+        );
+    }
+
+    /// Sends a query (form fields and RSM children as given) and returns the (id, body) of
+    /// each result in order, and the `<iq>` answer.
+    fn query(
+        h: &mut Harness,
+        c: ConnId,
+        fields: &str,
+        rsm: &str,
+    ) -> (Vec<(String, String)>, String) {
+        let form = if fields.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+                 <value>urn:xmpp:mam:2</value></field>{fields}</x>"
+            )
+        };
+        let set = if rsm.is_empty() {
+            String::new()
+        } else {
+            format!("<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set>")
+        };
+        h.send(
+            c,
+            &format!(
+                "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='f27'>{form}{set}</query></iq>"
+            ),
+        );
+        let out = h.take(c);
+        let iq_at = out
+            .find("<iq ")
+            .unwrap_or_else(|| panic!("no iq answer: {out}"));
+        let mut results = Vec::new();
+        for part in out[..iq_at].split("<message from=").skip(1) {
+            assert!(
+                part.contains("<result xmlns='urn:xmpp:mam:2' queryid='f27' id='"),
+                "{part}"
+            );
+            let id = between(part, "queryid='f27' id='", "'");
+            let body = between(part, "<body>", "</body>");
+            results.push((id.to_owned(), body.to_owned()));
+        }
+        (results, out[iq_at..].to_owned())
+    }
+
+    fn between<'a>(s: &'a str, a: &str, b: &str) -> &'a str {
+        let start = s.find(a).unwrap_or_else(|| panic!("{a} not in {s}")) + a.len();
+        let len = s[start..]
+            .find(b)
+            .unwrap_or_else(|| panic!("{b} not in {s}"));
+        &s[start..start + len]
+    }
+
+    fn bodies(r: &[(String, String)]) -> Vec<&str> {
+        r.iter().map(|(_, b)| b.as_str()).collect()
+    }
+
+    fn field(var: &str, value: &str) -> String {
+        format!("<field var='{var}'><value>{value}</value></field>")
+    }
+
+    /// alice/a and bob/b online; bob sent alice `n` chats "0".."n-1".
+    fn with_messages(n: usize) -> (Harness, ConnId, ConnId) {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        h.send(a, "<presence/>");
+        h.send(b, "<presence/>");
+        for i in 0..n {
+            chat(&mut h, b, "alice@localhost", &i.to_string());
+        }
+        h.take(a);
+        h.take(b);
+        (h, a, b)
+    }
+
+    #[test]
+    fn online_chat_archived_both_sides_stanza_id_on_delivered_copy() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        h.send(a, "<presence/>");
+        h.take(a);
+        chat(&mut h, b, "alice@localhost", "hello");
+        let got = h.take(a);
+        assert!(
+            got.contains(
+                "<body>hello</body><stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='"
+            ),
+            "{got}"
+        );
+        let sid = between(&got, "by='alice@localhost' id='", "'").to_owned();
+        let (r, fin) = query(&mut h, a, "", "");
+        assert_eq!(r, [(sid.clone(), "hello".to_owned())]);
+        assert!(
+            fin.contains("type='result' id='q1'")
+                && fin.contains("<fin xmlns='urn:xmpp:mam:2' complete='true' queryid='f27'>")
+                && fin.contains(&format!(
+                    "<first>{sid}</first><last>{sid}</last><count>1</count>"
+                )),
+            "{fin}"
+        );
+        // The sender's archive has it too (no stanza-id goes to the recipient from it).
+        assert!(!got.contains("by='bob@localhost'"), "{got}");
+        let (r, _) = query(&mut h, b, "", "");
+        assert_eq!(bodies(&r), ["hello"]);
+        // The result carries the original with its delay.
+        h.send(
+            b,
+            "<iq type='set' id='q2'><query xmlns='urn:xmpp:mam:2' queryid='x'/></iq>",
+        );
+        let out = h.take(b);
+        assert!(
+            out.starts_with(
+                "<message from='bob@localhost' to='bob@localhost/b'><result xmlns='urn:xmpp:mam:2' \
+                 queryid='x' id='"
+            ) && out.contains(
+                "<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='"
+            ) && out.contains(
+                "Z'/><message xmlns='jabber:client' to='alice@localhost' type='chat' id='m-hello' \
+                 from='bob@localhost/b'><body>hello</body></message></forwarded></result></message><iq"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn offline_recipient_archived_and_offline_copy_has_stanza_id() {
+        let mut h = Harness::new();
+        let b = h.login("bob", "b");
+        chat(&mut h, b, "alice@localhost", "later");
+        let a = h.login("alice", "a");
+        let (r, _) = query(&mut h, a, "", "");
+        assert_eq!(bodies(&r), ["later"]);
+        h.send(a, "<presence/>");
+        let out = h.take(a);
+        assert!(
+            out.contains(&format!(
+                "<stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='{}'/>",
+                r[0].0
+            )),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn claimed_stanza_id_from_outside_stripped_others_kept() {
+        let (mut h, a, b) = with_messages(0);
+        h.send(
+            b,
+            "<message to='alice@localhost' type='chat'><body>x</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='forged'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.example' id='theirs'/></message>",
+        );
+        let out = h.take(a);
+        assert!(!out.contains("forged"), "{out}");
+        assert!(out.contains("id='theirs'"), "{out}");
+        assert_eq!(out.matches("by='alice@localhost'").count(), 1, "{out}");
+        // Even on a message that is not archived.
+        h.send(
+            b,
+            "<message to='alice@localhost' type='headline'><body>h</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='forged'/></message>",
+        );
+        let out = h.take(a);
+        assert!(
+            out.contains("<body>h</body>") && !out.contains("stanza-id"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn rsm_pages_forward_and_backward_through_archive() {
+        let (mut h, a, _) = with_messages(7);
+        let (p1, fin) = query(&mut h, a, "", "<max>3</max>");
+        assert_eq!(bodies(&p1), ["0", "1", "2"]);
+        assert!(
+            fin.contains("complete='false'") && fin.contains("<count>7</count>"),
+            "{fin}"
+        );
+        let (p2, _) = query(
+            &mut h,
+            a,
+            "",
+            &format!("<max>3</max><after>{}</after>", p1[2].0),
+        );
+        assert_eq!(bodies(&p2), ["3", "4", "5"]);
+        let (p3, fin) = query(
+            &mut h,
+            a,
+            "",
+            &format!("<max>3</max><after>{}</after>", p2[2].0),
+        );
+        assert_eq!(bodies(&p3), ["6"]);
+        assert!(fin.contains("complete='true'"), "{fin}");
+        // Backwards: `<before/>` is the last page; results still oldest first.
+        let (b1, fin) = query(&mut h, a, "", "<max>3</max><before/>");
+        assert_eq!(bodies(&b1), ["4", "5", "6"]);
+        assert!(fin.contains("complete='false'"), "{fin}");
+        assert!(fin.contains(&format!(
+            "<first>{}</first><last>{}</last>",
+            b1[0].0, b1[2].0
+        )));
+        let (b2, _) = query(
+            &mut h,
+            a,
+            "",
+            &format!("<max>3</max><before>{}</before>", b1[0].0),
+        );
+        assert_eq!(bodies(&b2), ["1", "2", "3"]);
+        let (b3, fin) = query(
+            &mut h,
+            a,
+            "",
+            &format!("<max>3</max><before>{}</before>", b2[0].0),
+        );
+        assert_eq!(bodies(&b3), ["0"]);
+        assert!(fin.contains("complete='true'"), "{fin}");
+        // An exact fit is complete too; max 0 only counts.
+        let (all, fin) = query(&mut h, a, "", "<max>7</max>");
+        assert_eq!(all.len(), 7);
+        assert!(fin.contains("complete='true'"), "{fin}");
+        let (none, fin) = query(&mut h, a, "", "<max>0</max>");
+        assert!(none.is_empty() && fin.contains("<count>7</count>"), "{fin}");
+    }
+
+    #[test]
+    fn page_size_bounded_whatever_client_asks() {
+        let (mut h, a, _) = with_messages(MAX_PAGE + 5);
+        let (r, fin) = query(&mut h, a, "", "<max>100000</max>");
+        assert_eq!(r.len(), MAX_PAGE);
+        assert!(fin.contains("complete='false'"), "{fin}");
+        let (r, _) = query(&mut h, a, "", "");
+        assert_eq!(r.len(), DEFAULT_PAGE);
+    }
+
+    #[test]
+    fn with_filter_only_that_contact_both_directions() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        let c = h.login("carol", "c");
+        chat(&mut h, b, "alice@localhost", "from-bob");
+        chat(&mut h, c, "alice@localhost", "from-carol");
+        chat(&mut h, a, "bob@localhost/b", "to-bob");
+        chat(&mut h, a, "carol@localhost", "to-carol");
+        let (r, fin) = query(&mut h, a, &field("with", "bob@localhost"), "");
+        assert_eq!(bodies(&r), ["from-bob", "to-bob"]);
+        // A filtered set is not counted (that would read all of it).
+        assert!(!fin.contains("<count>"), "{fin}");
+        let (r, _) = query(
+            &mut h,
+            a,
+            &field("with", "carol@localhost/c"),
+            "<max>1</max><before/>",
+        );
+        assert_eq!(bodies(&r), ["to-carol"]);
+        let (r, _) = query(&mut h, a, &field("with", "dave@localhost"), "");
+        assert!(r.is_empty());
+        let (r, _) = query(&mut h, a, "", "");
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn start_end_bound_by_time() {
+        let (mut h, a, b) = with_messages(1);
+        skew(3600);
+        chat(&mut h, b, "alice@localhost", "1");
+        skew(3600);
+        chat(&mut h, b, "alice@localhost", "2");
+        let (all, _) = query(&mut h, a, "", "");
+        assert_eq!(bodies(&all), ["0", "1", "2"]);
+        let t1 = stamp(all[1].0.parse().unwrap());
+        let (r, _) = query(&mut h, a, &field("start", &t1), "");
+        assert_eq!(bodies(&r), ["1", "2"]);
+        let (r, _) = query(&mut h, a, &field("end", &t1), "");
+        assert_eq!(bodies(&r), ["0", "1"]);
+        // Half an hour after message 0, in another time zone, to half an hour after 1.
+        let id0: u64 = all[0].0.parse().unwrap();
+        let secs = (id0 / 1_000_000 + 1800) as i64;
+        let plus2 = datetime::utc_timestamp_from_unix((secs + 7200) as u64).replace('Z', "+02:00");
+        let end = datetime::utc_timestamp_from_unix((secs + 3600) as u64);
+        let (r, _) = query(
+            &mut h,
+            a,
+            &format!("{}{}", field("start", &plus2), field("end", &end)),
+            "",
+        );
+        assert_eq!(bodies(&r), ["1"]);
+        h.send(
+            a,
+            "<iq type='set' id='bad'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' \
+             type='submit'><field var='start'><value>yesterday</value></field></x></query></iq>",
+        );
+        assert!(h.take(a).contains("<bad-request"));
+    }
+
+    #[test]
+    fn extended_ids_after_id_before_id() {
+        let (mut h, a, _) = with_messages(5);
+        let (all, _) = query(&mut h, a, "", "");
+        let ids: Vec<&str> = all.iter().map(|(i, _)| i.as_str()).collect();
+        let (r, fin) = query(
+            &mut h,
+            a,
+            &format!(
+                "<field var='ids'><value>{}</value><value>{}</value></field>",
+                ids[3], ids[1]
+            ),
+            "",
+        );
+        assert_eq!(bodies(&r), ["1", "3"]);
+        assert!(fin.contains("complete='true'"), "{fin}");
+        let (r, _) = query(&mut h, a, &field("after-id", ids[1]), "");
+        assert_eq!(bodies(&r), ["2", "3", "4"]);
+        let (r, _) = query(&mut h, a, &field("before-id", ids[2]), "");
+        assert_eq!(bodies(&r), ["0", "1"]);
+        let (r, _) = query(
+            &mut h,
+            a,
+            &format!(
+                "{}{}",
+                field("after-id", ids[0]),
+                field("before-id", ids[4])
+            ),
+            "<max>2</max><before/>",
+        );
+        assert_eq!(bodies(&r), ["2", "3"]);
+    }
+
+    #[test]
+    fn unknown_ids_item_not_found() {
+        let (mut h, a, b) = with_messages(2);
+        let (all, _) = query(&mut h, a, "", "");
+        let real = all[0].0.clone();
+        // bob's archive has other ids: one of alice's is unknown there.
+        let (bob_all, _) = query(&mut h, b, "", "");
+        assert!(!bob_all.iter().any(|(i, _)| *i == real));
+        for (fields, rsm) in [
+            (String::new(), "<after>12345</after>".to_owned()),
+            (String::new(), "<before>notanumber</before>".to_owned()),
+            (field("after-id", "1"), String::new()),
+            (field("before-id", "99999999999999999999"), String::new()),
+            (
+                format!("<field var='ids'><value>{real}</value><value>7</value></field>"),
+                String::new(),
+            ),
+        ] {
+            h.send(
+                a,
+                &format!(
+                    "<iq type='set' id='nf'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' \
+                     type='submit'>{fields}</x><set xmlns='http://jabber.org/protocol/rsm'>{rsm}\
+                     </set></query></iq>"
+                ),
+            );
+            let out = h.take(a);
+            assert!(
+                out.starts_with("<iq")
+                    && out.contains("type='error'")
+                    && out.contains("<item-not-found"),
+                "{fields} {rsm}: {out}"
+            );
+        }
+        h.send(
+            b,
+            &format!(
+                "<iq type='set' id='nf'><query xmlns='urn:xmpp:mam:2'>\
+                 <set xmlns='http://jabber.org/protocol/rsm'><after>{real}</after></set></query></iq>"
+            ),
+        );
+        assert!(h.take(b).contains("<item-not-found"));
+    }
+
+    #[test]
+    fn prefs_never_and_always_lists_stored_and_applied() {
+        let (mut h, a, b) = with_messages(0);
+        let c = h.login("carol", "c");
+        h.send(
+            a,
+            "<iq type='set' id='p'><prefs xmlns='urn:xmpp:mam:2' default='always'>\
+             <always/><never><jid>bob@localhost/x</jid></never></prefs></iq>",
+        );
+        let out = h.take(a);
+        assert!(
+            out.contains("type='result' id='p'")
+                && out.contains("<prefs xmlns='urn:xmpp:mam:2' default='always'><always/><never><jid>bob@localhost</jid></never></prefs>"),
+            "{out}"
+        );
+        chat(&mut h, b, "alice@localhost", "secret");
+        chat(&mut h, c, "alice@localhost", "kept");
+        chat(&mut h, a, "bob@localhost", "secret-out");
+        let out = h.take(a);
+        // Delivered all the same, without a stanza-id for the one not archived.
+        assert!(out.contains("<body>secret</body></message>"), "{out}");
+        let (r, _) = query(&mut h, a, "", "");
+        assert_eq!(bodies(&r), ["kept"]);
+        // bob's own archive is bob's business.
+        let (r, _) = query(&mut h, b, "", "");
+        assert_eq!(bodies(&r), ["secret", "secret-out"]);
+        h.send(
+            a,
+            "<iq type='get' id='g'><prefs xmlns='urn:xmpp:mam:2'/></iq>",
+        );
+        assert!(
+            h.take(a)
+                .contains("<never><jid>bob@localhost</jid></never>")
+        );
+        // default never with an always list.
+        h.send(
+            a,
+            "<iq type='set' id='p2'><prefs xmlns='urn:xmpp:mam:2' default='never'>\
+             <always><jid>bob@localhost</jid></always></prefs></iq>",
+        );
+        h.take(a);
+        chat(&mut h, b, "alice@localhost", "now");
+        chat(&mut h, c, "alice@localhost", "not-now");
+        let (r, _) = query(&mut h, a, "", "");
+        assert_eq!(bodies(&r), ["kept", "now"]);
+        h.send(
+            a,
+            "<iq type='set' id='p3'><prefs xmlns='urn:xmpp:mam:2' default='sometimes'/></iq>",
+        );
+        assert!(h.take(a).contains("<bad-request"));
+    }
+
+    #[test]
+    fn prefs_roster_archives_roster_contacts_only() {
+        let (mut h, a, b) = with_messages(0);
+        let c = h.login("carol", "c");
+        h.send(
+            a,
+            "<iq type='set' id='r'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'/></query></iq>",
+        );
+        h.send(
+            a,
+            "<iq type='set' id='p'><prefs xmlns='urn:xmpp:mam:2' default='roster'/></iq>",
+        );
+        assert!(h.take(a).contains("default='roster'"));
+        chat(&mut h, b, "alice@localhost", "contact");
+        chat(&mut h, c, "alice@localhost", "stranger");
+        let (r, _) = query(&mut h, a, "", "");
+        assert_eq!(bodies(&r), ["contact"]);
+    }
+
+    fn with_archive_limits(max_messages: u64, max_age_days: Option<u64>) -> Harness {
+        let mut config = Config::default();
+        config.archive.max_messages = max_messages;
+        config.archive.max_age = max_age_days.map(|d| Duration::from_secs(d * 86_400));
+        Harness::with_config(config)
+    }
+
+    #[test]
+    fn retention_max_messages_removes_oldest() {
+        let mut h = with_archive_limits(3, None);
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        for i in 0..5 {
+            chat(&mut h, b, "alice@localhost", &i.to_string());
+        }
+        let (r, fin) = query(&mut h, a, "", "");
+        assert_eq!(bodies(&r), ["2", "3", "4"]);
+        assert!(fin.contains("<count>3</count>"), "{fin}");
+    }
+
+    #[test]
+    fn retention_max_age_removes_old_on_next_message_and_on_login() {
+        let mut h = with_archive_limits(1000, Some(1));
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        chat(&mut h, b, "alice@localhost", "old");
+        skew(2 * 86_400);
+        chat(&mut h, b, "alice@localhost", "new");
+        let (r, _) = query(&mut h, a, "", "");
+        assert_eq!(bodies(&r), ["new"]);
+        // bob's archive (the sent copies) went on his next message; here on his login.
+        skew(2 * 86_400);
+        let b2 = h.login("bob", "b2");
+        h.send(b2, "<presence/>");
+        let (r, _) = query(&mut h, b2, "", "");
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn not_archived_headline_groupchat_nostore_chatstate_archived_encrypted() {
+        let (mut h, a, b) = with_messages(0);
+        for m in [
+            "<message to='alice@localhost/a' type='headline'><body>h</body></message>",
+            "<message to='alice@localhost/a' type='groupchat'><body>g</body></message>",
+            "<message to='alice@localhost/a' type='error'><body>e</body></message>",
+            "<message to='alice@localhost' type='chat'><body>n</body><no-store xmlns='urn:xmpp:hints'/></message>",
+            "<message to='alice@localhost' type='chat'><body>p</body><no-permanent-store xmlns='urn:xmpp:hints'/></message>",
+            "<message to='alice@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        ] {
+            h.send(b, m);
+        }
+        h.send(
+            b,
+            "<message to='alice@localhost' type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'>\
+             <header sid='1'/><payload>AAAA</payload></encrypted></message>",
+        );
+        h.send(
+            b,
+            "<message to='alice@localhost'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='2'/>\
+             </encrypted></message>",
+        );
+        let out = h.take(a);
+        assert_eq!(out.matches("by='alice@localhost'").count(), 2, "{out}");
+        h.send(
+            a,
+            "<iq type='set' id='q'><query xmlns='urn:xmpp:mam:2'/></iq>",
+        );
+        let out = h.take(a);
+        assert_eq!(out.matches("<result ").count(), 2, "{out}");
+        assert!(out.contains("eu.siacs.conversations.axolotl") && out.contains("urn:xmpp:omemo:2"));
+    }
+
+    #[test]
+    fn other_account_forbidden_disco_and_metadata() {
+        let (mut h, a, b) = with_messages(3);
+        h.send(
+            b,
+            "<iq type='set' id='x' to='alice@localhost'><query xmlns='urn:xmpp:mam:2'/></iq>",
+        );
+        let out = h.take(b);
+        assert!(
+            out.contains("<forbidden") && !out.contains("<result"),
+            "{out}"
+        );
+        h.send(
+            a,
+            "<iq type='get' id='d' to='alice@localhost'>\
+             <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        );
+        let out = h.take(a);
+        for f in [NS_MAM, FEATURE_EXTENDED, FEATURE_METADATA, NS_SID] {
+            assert!(out.contains(&format!("<feature var='{f}'/>")), "{f}: {out}");
+        }
+        let (all, _) = query(&mut h, a, "", "");
+        h.send(
+            a,
+            "<iq type='get' id='m'><metadata xmlns='urn:xmpp:mam:2'/></iq>",
+        );
+        let out = h.take(a);
+        let first: u64 = all[0].0.parse().unwrap();
+        let last: u64 = all[2].0.parse().unwrap();
+        assert!(
+            out.contains(&format!(
+                "<metadata xmlns='urn:xmpp:mam:2'><start id='{first}' timestamp='{}'/>\
+                 <end id='{last}' timestamp='{}'/></metadata>",
+                stamp(first),
+                stamp(last)
+            )),
+            "{out}"
+        );
+        h.send(
+            a,
+            "<iq type='get' id='f'><query xmlns='urn:xmpp:mam:2'/></iq>",
+        );
+        let out = h.take(a);
+        assert!(
+            out.contains("<field type='text-multi' var='ids'/>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn disabled_archive_stores_nothing() {
+        let mut config = Config::default();
+        config.archive.enabled = false;
+        let mut h = Harness::with_config(config);
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        chat(&mut h, b, "alice@localhost", "x");
+        assert!(!h.take(a).contains("stanza-id"));
+        let (r, _) = query(&mut h, a, "", "");
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn datetime_parse_known_values_and_garbage() {
+        assert_eq!(parse_datetime("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_datetime("2002-09-10T23:08:25Z"),
+            Some(1_031_699_305_000_000)
+        );
+        assert_eq!(
+            parse_datetime("2002-09-10T23:08:25.5Z"),
+            Some(1_031_699_305_500_000)
+        );
+        assert_eq!(
+            parse_datetime("2002-09-11T01:08:25.1234567+02:00"),
+            Some(1_031_699_305_123_456)
+        );
+        assert_eq!(
+            parse_datetime("2000-02-29T12:00:00-01:30"),
+            Some(951_831_000_000_000)
+        );
+        assert_eq!(parse_datetime("1960-01-01T00:00:00Z"), Some(0));
+        for bad in [
+            "",
+            "2002-09-10",
+            "2002-09-10T23:08:25",
+            "2002-13-10T23:08:25Z",
+            "2002-09-10T23:08:25.Z",
+            "2002-09-10T23:08:25+0200",
+            "2002-09-10Té3:08:25Z",
+            "２002-09-10T23:08:25Z",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
+        assert_eq!(stamp(1_031_699_305_000_042), "2002-09-10T23:08:25.000042Z");
+        assert_eq!(
+            parse_datetime(&stamp(1_031_699_305_000_042)),
+            Some(1_031_699_305_000_042)
+        );
+    }
+}

@@ -1051,4 +1051,37 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn redb_archive_survives_reopen_with_index_and_count() {
+        use crate::store::ArchiveRange;
+        let dir = TempDir::new("archive");
+        let a = "alice@a.example";
+        {
+            let mut s = RedbStore::open(&dir.db(), CACHE).unwrap();
+            s.archive_append(a, 100, "bob@b.example", b"<m1/>").unwrap();
+            s.archive_append(a, 200, "carol@b.example", b"<m2/>")
+                .unwrap();
+            s.commit().unwrap();
+            // Not committed: gone after the reopen.
+            s.archive_append(a, 300, "bob@b.example", b"<m3/>").unwrap();
+        }
+        let mut s = RedbStore::open(&dir.db(), CACHE).unwrap();
+        assert_eq!(s.archive_count(a).unwrap(), 2);
+        let bob = ArchiveRange {
+            with: Some("bob@b.example"),
+            ..ArchiveRange::ALL
+        };
+        let page = s.archive_page(a, &bob, false, 10).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(
+            (page[0].id, page[0].stanza.as_slice()),
+            (100, &b"<m1/>"[..])
+        );
+        // Ids keep increasing after the reopen.
+        assert_eq!(
+            s.archive_append(a, 150, "bob@b.example", b"<m4/>").unwrap(),
+            201
+        );
+    }
 }
