@@ -1084,4 +1084,44 @@ mod tests {
             201
         );
     }
+
+    /// Disk writes per archived message, by messages per commit, against offline storage of
+    /// the same stanza. Run alone:
+    /// `cargo test --release --lib redb_archive_write_cost -- --ignored --nocapture --test-threads=1`
+    #[test]
+    #[ignore]
+    fn redb_archive_write_cost() {
+        let total: u64 = 5_000;
+        let mut stanza = b"<message xmlns='jabber:client' from='bob@b.example/phone' \
+                           to='alice@a.example' type='chat' id='"
+            .to_vec();
+        stanza.resize(200 - b"'><body>hi</body></message>".len(), b'x');
+        stanza.extend_from_slice(b"'><body>hi</body></message>");
+        println!("{total} messages of {} bytes each:", stanza.len());
+        for (per_commit, archive) in [(100u64, false), (100, true), (1, false), (1, true)] {
+            let dir = TempDir::new("archive-cost");
+            let mut s = RedbStore::open(&dir.db(), CACHE).unwrap();
+            let (wb0, _) = io_counters();
+            for i in 0..total {
+                if archive {
+                    s.archive_append("alice@a.example", 1_000_000 + i, "bob@b.example", &stanza)
+                        .unwrap();
+                    s.archive_prune("alice@a.example", 0, 10_000, 256).unwrap();
+                } else {
+                    s.offline_push("alice@a.example", &stanza).unwrap();
+                }
+                if (i + 1) % per_commit == 0 {
+                    s.commit().unwrap();
+                }
+            }
+            s.commit().unwrap();
+            let (wb1, _) = io_counters();
+            let size = std::fs::metadata(dir.db()).unwrap().len();
+            println!(
+                "  {per_commit:>3} per commit, {}: {:>7} bytes/message to disk, file {size} bytes",
+                if archive { "archive" } else { "offline" },
+                (wb1 - wb0) / total
+            );
+        }
+    }
 }
