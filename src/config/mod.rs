@@ -151,6 +151,17 @@ pub struct DnsSettings {
     pub nameservers: Vec<SocketAddr>,
 }
 
+/// The message archive (`[archive]`, XEP-0313).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// Whether messages are archived at all (default true).
+    pub enabled: bool,
+    /// Messages older than this are removed (`max_age_days`, 0 = kept however old; default 0).
+    pub max_age: Option<Duration>,
+    /// Most messages kept per account; the oldest go first (`max_messages`, default 10,000).
+    pub max_messages: u64,
+}
+
 /// The XEP-0157 fields an operator may publish.
 pub const CONTACT_FIELDS: [&str; 7] = [
     "abuse", "admin", "feedback", "sales", "security", "status", "support",
@@ -170,6 +181,7 @@ pub struct Config {
     pub limits: Limits,
     pub storage: StorageSettings,
     pub registration: RegistrationSettings,
+    pub archive: ArchiveSettings,
     /// Contact addresses (XEP-0157): (field, addresses), fields from `CONTACT_FIELDS`.
     pub contact_addresses: Vec<(String, Vec<String>)>,
     /// `log` level filter unless RUST_LOG is set ("error", "warn", "info", "debug", "trace").
@@ -227,6 +239,11 @@ impl Default for Config {
             registration: RegistrationSettings {
                 enabled: false,
                 per_ip_per_hour: 5,
+            },
+            archive: ArchiveSettings {
+                enabled: true,
+                max_age: None,
+                max_messages: 10_000,
             },
             contact_addresses: Vec::new(),
             log_level: "info".to_owned(),
@@ -376,6 +393,7 @@ impl Loader<'_> {
                         }
                     }
                 }
+                "archive" => self.archive(self.table("archive", e)?, &mut c.archive)?,
                 "registration" => {
                     for e in self.table("registration", e)?.entries() {
                         match e.key.as_str() {
@@ -671,6 +689,25 @@ impl Loader<'_> {
         Ok(())
     }
 
+    fn archive(&self, t: &Table, a: &mut ArchiveSettings) -> Result<(), ConfigError> {
+        for e in t.entries() {
+            let name = format!("archive.{}", e.key);
+            match e.key.as_str() {
+                "enabled" => match &e.value {
+                    Value::Boolean(b) => a.enabled = *b,
+                    v => return Err(self.wrong_type(&name, "a boolean", v, e.line)),
+                },
+                "max_age_days" => {
+                    let days: u64 = self.int(&name, e, 0, Some(100 * 365))?;
+                    a.max_age = (days > 0).then(|| Duration::from_secs(days * 86_400));
+                }
+                "max_messages" => a.max_messages = self.int(&name, e, 1, None)?,
+                _ => return Err(self.unknown(&name, e.line)),
+            }
+        }
+        Ok(())
+    }
+
     fn limits(&self, t: &Table, l: &mut Limits) -> Result<(), ConfigError> {
         for e in t.entries() {
             let name = format!("limits.{}", e.key);
@@ -804,6 +841,7 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
                 enabled: true,
                 per_ip_per_hour: 3,
             },
+            archive: Config::default().archive,
             contact_addresses: vec![
                 (
                     "abuse".to_owned(),
@@ -1245,5 +1283,18 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
         );
         assert_eq!(c.tls.certs[0].domain, "example.org");
         assert!(c.hosts("example.org"));
+    }
+
+    #[test]
+    fn archive_table_sets_retention_and_rejects_unknown_keys() {
+        let c = parse("[archive]\nenabled = false\nmax_age_days = 30\nmax_messages = 500\n");
+        assert!(!c.archive.enabled);
+        assert_eq!(c.archive.max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(c.archive.max_messages, 500);
+        let c = parse("[archive]\nmax_age_days = 0\n");
+        assert_eq!(c.archive.max_age, None);
+        assert_eq!(c.archive.max_messages, 10_000);
+        assert!(err("[archive]\nmax_messages = 0\n").contains("at least 1"));
+        assert!(err("[archive]\nbogus = 1\n").contains("archive.bogus"));
     }
 }

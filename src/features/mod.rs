@@ -15,6 +15,7 @@ pub mod contact;
 pub mod datetime;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -50,6 +51,9 @@ pub struct Ctx<'a> {
 #[derive(Default)]
 pub struct Outbox {
     pub(crate) items: Vec<OutItem>,
+    /// The IQ handler running now wants its answer sent after what it queued (MAM results
+    /// precede their `<fin/>`); see `reply_after_sends`.
+    pub(crate) reply_last: bool,
 }
 
 pub(crate) enum OutItem {
@@ -82,6 +86,12 @@ impl Outbox {
     /// Sends already-serialized bytes (e.g. an offline message from the store).
     pub fn send_bytes(&mut self, conn: ConnId, bytes: Vec<u8>) {
         self.items.push(OutItem::Send(conn, bytes));
+    }
+
+    /// From an IQ handler: its result or error goes out after what it queued so far (by
+    /// default it goes first).
+    pub fn reply_after_sends(&mut self) {
+        self.reply_last = true;
     }
 
     /// Routes a stanza as from the server (its `from` is kept as set).
@@ -139,6 +149,9 @@ pub type OutboundHook = fn(&mut Ctx, &Outbound, &mut Element) -> Flow;
 pub type InboundHook = fn(&mut Ctx, &Inbound) -> Flow;
 pub type DeliveredHook = fn(&mut Ctx, &Delivered);
 pub type SessionHook = fn(&mut Ctx, SessionId);
+/// May change a message (`from`, `to`, the stanza) on its way to a local account once the
+/// inbound hooks let it through, before delivery or offline storage (MAM adds its stanza-id).
+pub type StampHook = fn(&mut Ctx, &Jid, &Jid, &mut Element);
 
 /// Whom an IQ is addressed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +225,8 @@ pub struct Registry {
     pub inbound: Vec<InboundHook>,
     /// Run after a stanza was delivered to local sessions.
     pub delivered: Vec<DeliveredHook>,
+    /// Run in order on a message for an existing local account after the inbound hooks.
+    pub stamp: Vec<StampHook>,
     /// Run when a stanza for an existing local account reaches no session.
     pub undeliverable: Vec<InboundHook>,
     /// Run when a session sends its initial presence (becomes available).
@@ -232,6 +247,7 @@ impl Registry {
             outbound: Vec::new(),
             inbound: Vec::new(),
             delivered: Vec::new(),
+            stamp: Vec::new(),
             undeliverable: Vec::new(),
             available: Vec::new(),
             session_end: Vec::new(),
@@ -258,6 +274,8 @@ impl Registry {
         blocking::register(&mut r);
         offline::register(&mut r);
         carbons::register(&mut r);
+        // After blocking (a refused message is not archived) and carbons.
+        mam::register(&mut r);
         presence::register(&mut r);
         register::register(&mut r);
         caps::register(&mut r);

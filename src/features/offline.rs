@@ -208,8 +208,8 @@ mod tests {
         assert!(
             out.contains(
                 "<message to='alice@localhost' type='chat' id='one' from='bob@localhost/b'>\
-                 <body>one</body><delay xmlns='urn:xmpp:delay' from='localhost' stamp='"
-            ),
+                 <body>one</body><stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='"
+            ) && out.contains("'/><delay xmlns='urn:xmpp:delay' from='localhost' stamp='"),
             "{out}"
         );
         assert_eq!(

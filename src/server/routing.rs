@@ -115,7 +115,7 @@ impl Server {
         from: &Jid,
         to: &Jid,
         kind: StanzaKind,
-        e: Element,
+        mut e: Element,
     ) {
         let hosted = self.config.hosts(to.domain());
         let account = to.to_bare();
@@ -146,6 +146,19 @@ impl Server {
         if exists && self.run_inbound_hooks(now, |r| &r.inbound, &info) == Flow::Stop {
             return;
         }
+        if exists && kind == StanzaKind::Message && !self.registry.stamp.is_empty() {
+            for hook in &self.registry.stamp {
+                hook(&mut ctx!(self, now), from, to, &mut e);
+            }
+            self.flush_outbox(now);
+        }
+        let info = Inbound {
+            from,
+            to,
+            kind,
+            stanza: &e,
+            from_session,
+        };
         let target = self
             .router
             .resolve(kind, e.attr("type"), to, hosted, exists);
@@ -258,6 +271,9 @@ impl Server {
             }
             Err(err) => error_reply(e, &err, &to_str),
         };
+        if std::mem::take(&mut self.outbox.reply_last) {
+            self.flush_outbox(now);
+        }
         if let (Some(r), Origin::Session(_, conn)) = (reply, origin) {
             self.reply(conn, &r);
         }

@@ -1,6 +1,6 @@
 //! In-memory `Store`: the twin of `RedbStore` that protocol tests run against.
 
-use super::{RosterItem, Store, StoreError};
+use super::{ArchiveRange, ArchivedMessage, RosterItem, Store, StoreError};
 use crate::sasl::Credentials;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -11,6 +11,8 @@ pub struct MemoryStore {
     rosters: BTreeMap<String, (u64, BTreeMap<String, RosterItem>)>,
     offline: BTreeMap<String, VecDeque<Vec<u8>>>,
     kv: BTreeMap<(String, String), Vec<u8>>,
+    /// (account, id) -> (with, stanza)
+    archive: BTreeMap<(String, u64), (String, Vec<u8>)>,
     uncommitted: bool,
     /// Commits made (tests check grouping).
     pub commits: u64,
@@ -53,6 +55,7 @@ impl Store for MemoryStore {
         self.rosters.remove(bare_jid);
         self.offline.remove(bare_jid);
         self.kv.retain(|(a, _), _| a != bare_jid);
+        self.archive.retain(|(a, _), _| a != bare_jid);
         Ok(self.accounts.remove(bare_jid).is_some())
     }
     fn account_list(&self, domain: Option<&str>) -> Result<Vec<String>, StoreError> {
@@ -136,5 +139,97 @@ impl Store for MemoryStore {
     }
     fn has_uncommitted(&self) -> bool {
         self.uncommitted
+    }
+
+    fn archive_append(
+        &mut self,
+        account: &str,
+        at_micros: u64,
+        with: &str,
+        stanza: &[u8],
+    ) -> Result<u64, StoreError> {
+        let last = self
+            .archive
+            .range((account.to_owned(), 0)..=(account.to_owned(), u64::MAX))
+            .next_back()
+            .map(|((_, id), _)| *id);
+        let id = last.map_or(at_micros, |l| at_micros.max(l.saturating_add(1)));
+        self.uncommitted = true;
+        self.archive
+            .insert((account.to_owned(), id), (with.to_owned(), stanza.to_vec()));
+        Ok(id)
+    }
+    fn archive_get(&self, account: &str, id: u64) -> Result<Option<ArchivedMessage>, StoreError> {
+        Ok(self
+            .archive
+            .get(&(account.to_owned(), id))
+            .map(|(with, stanza)| ArchivedMessage {
+                id,
+                with: with.clone(),
+                stanza: stanza.clone(),
+            }))
+    }
+    fn archive_page(
+        &self,
+        account: &str,
+        range: &ArchiveRange,
+        reverse: bool,
+        max: usize,
+    ) -> Result<Vec<ArchivedMessage>, StoreError> {
+        if range.low > range.high {
+            return Ok(Vec::new());
+        }
+        let all = self
+            .archive
+            .range((account.to_owned(), range.low)..=(account.to_owned(), range.high));
+        let matching = |(k, v): (&(String, u64), &(String, Vec<u8>))| {
+            range
+                .with
+                .is_none_or(|w| w == v.0)
+                .then(|| ArchivedMessage {
+                    id: k.1,
+                    with: v.0.clone(),
+                    stanza: v.1.clone(),
+                })
+        };
+        Ok(if reverse {
+            all.rev().filter_map(matching).take(max).collect()
+        } else {
+            all.filter_map(matching).take(max).collect()
+        })
+    }
+    fn archive_count(&self, account: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .archive
+            .range((account.to_owned(), 0)..=(account.to_owned(), u64::MAX))
+            .count() as u64)
+    }
+    fn archive_prune(
+        &mut self,
+        account: &str,
+        older_than: u64,
+        keep: u64,
+        max_remove: usize,
+    ) -> Result<usize, StoreError> {
+        let mut count = self.archive_count(account)?;
+        let mut removed = 0;
+        while removed < max_remove {
+            let Some(&(_, id)) = self
+                .archive
+                .range((account.to_owned(), 0)..=(account.to_owned(), u64::MAX))
+                .next()
+                .map(|(k, _)| k)
+            else {
+                break;
+            };
+            if id >= older_than && count <= keep {
+                break;
+            }
+            self.archive.remove(&(account.to_owned(), id));
+            self.uncommitted = true;
+            count -= 1;
+            removed += 1;
+        }
+        Ok(removed)
     }
 }

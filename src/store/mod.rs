@@ -24,6 +24,36 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// One message of an account's archive (XEP-0313).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedMessage {
+    /// Microseconds since the epoch when archived, unique and increasing per account.
+    pub id: u64,
+    /// The other party's bare JID.
+    pub with: String,
+    /// The stanza as archived (`Element::to_bytes` under a non-`jabber:client` parent, so it
+    /// declares its namespace).
+    pub stanza: Vec<u8>,
+}
+
+/// Which of an account's archived messages a page is read from: ids in `low..=high`, only
+/// those exchanged with `with` if given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveRange<'a> {
+    pub with: Option<&'a str>,
+    pub low: u64,
+    pub high: u64,
+}
+
+impl ArchiveRange<'_> {
+    /// The whole archive.
+    pub const ALL: ArchiveRange<'static> = ArchiveRange {
+        with: None,
+        low: 0,
+        high: u64::MAX,
+    };
+}
+
 /// Everything the server keeps on disk.
 pub trait Store {
     /// The credentials of an account, `None` if it does not exist.
@@ -79,6 +109,41 @@ pub trait Store {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Whether there are writes not yet committed.
     fn has_uncommitted(&self) -> bool;
+
+    // Message archive (XEP-0313). Ids are microseconds since the epoch at archiving, made
+    // strictly increasing per account (`max(at, last + 1)`), so key order is time order and a
+    // time bound is an id bound. The caller keeps `max` small: a page is read, never an archive.
+
+    /// Archives a serialized stanza exchanged with `with` (a bare JID) at `at_micros`; returns
+    /// its id.
+    fn archive_append(
+        &mut self,
+        account: &str,
+        at_micros: u64,
+        with: &str,
+        stanza: &[u8],
+    ) -> Result<u64, StoreError>;
+    /// One archived message by id.
+    fn archive_get(&self, account: &str, id: u64) -> Result<Option<ArchivedMessage>, StoreError>;
+    /// At most `max` messages of `range`: the oldest first, or with `reverse` the newest first.
+    fn archive_page(
+        &self,
+        account: &str,
+        range: &ArchiveRange,
+        reverse: bool,
+        max: usize,
+    ) -> Result<Vec<ArchivedMessage>, StoreError>;
+    /// Messages in the account's archive.
+    fn archive_count(&self, account: &str) -> Result<u64, StoreError>;
+    /// Removes the account's oldest messages while their id is below `older_than` or there are
+    /// more than `keep`, at most `max_remove` of them; returns how many went.
+    fn archive_prune(
+        &mut self,
+        account: &str,
+        older_than: u64,
+        keep: u64,
+        max_remove: usize,
+    ) -> Result<usize, StoreError>;
 }
 
 /// The behaviour every `Store` implementation must share, run against each of them.
@@ -407,17 +472,115 @@ pub(crate) mod conformance {
         assert_eq!(s.offline_total().unwrap(), 0);
     }
 
+    /// Message archive: ids unique and increasing per account even for equal or earlier
+    /// times, pages by id range both ways with and without `with`, counts, bounded pruning,
+    /// and no leaking between accounts.
+    pub fn archive_suite(s: &mut dyn Store) {
+        use super::ArchiveRange;
+        let a = "alice@a.example";
+        assert_eq!(s.archive_count(a).unwrap(), 0);
+        assert_eq!(
+            s.archive_page(a, &ArchiveRange::ALL, false, 10).unwrap(),
+            []
+        );
+        assert_eq!(s.archive_get(a, 1).unwrap(), None);
+        let i1 = s
+            .archive_append(a, 1000, "bob@b.example", b"<m1/>")
+            .unwrap();
+        // The same time and a time in the past still give later ids.
+        let i2 = s
+            .archive_append(a, 1000, "carol@b.example", b"<m2/>")
+            .unwrap();
+        let i3 = s.archive_append(a, 5, "bob@b.example", b"<m3/>").unwrap();
+        let i4 = s
+            .archive_append(a, 5000, "bob@b.example", b"<m4/>")
+            .unwrap();
+        assert_eq!((i1, i2, i3, i4), (1000, 1001, 1002, 5000));
+        s.archive_append("alice@a.example.org", 2000, "bob@b.example", b"<x/>")
+            .unwrap();
+        assert_eq!(s.archive_count(a).unwrap(), 4);
+        let got = s.archive_get(a, i2).unwrap().unwrap();
+        assert_eq!(
+            (got.id, got.with.as_str(), got.stanza.as_slice()),
+            (i2, "carol@b.example", &b"<m2/>"[..])
+        );
+        let ids = |v: Vec<super::ArchivedMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.archive_page(a, &ArchiveRange::ALL, false, 3).unwrap()),
+            [i1, i2, i3]
+        );
+        assert_eq!(
+            ids(s.archive_page(a, &ArchiveRange::ALL, true, 3).unwrap()),
+            [i4, i3, i2]
+        );
+        let bob = ArchiveRange {
+            with: Some("bob@b.example"),
+            ..ArchiveRange::ALL
+        };
+        assert_eq!(
+            ids(s.archive_page(a, &bob, false, 10).unwrap()),
+            [i1, i3, i4]
+        );
+        assert_eq!(ids(s.archive_page(a, &bob, true, 2).unwrap()), [i4, i3]);
+        let mid = ArchiveRange {
+            with: Some("bob@b.example"),
+            low: 1001,
+            high: 4999,
+        };
+        assert_eq!(ids(s.archive_page(a, &mid, false, 10).unwrap()), [i3]);
+        let empty = ArchiveRange {
+            with: None,
+            low: 10,
+            high: 9,
+        };
+        assert_eq!(s.archive_page(a, &empty, false, 10).unwrap(), []);
+        // Pruning: by age, then by count, never more than asked at once.
+        assert_eq!(s.archive_prune(a, 1001, 100, 10).unwrap(), 1);
+        assert_eq!(s.archive_prune(a, 1001, 100, 10).unwrap(), 0);
+        assert_eq!(ids(s.archive_page(a, &bob, false, 10).unwrap()), [i3, i4]);
+        assert_eq!(s.archive_prune(a, 0, 1, 1).unwrap(), 1);
+        assert_eq!(s.archive_prune(a, 0, 1, 10).unwrap(), 1);
+        assert_eq!(
+            ids(s.archive_page(a, &ArchiveRange::ALL, false, 10).unwrap()),
+            [i4]
+        );
+        assert_eq!(s.archive_count(a).unwrap(), 1);
+        assert_eq!(s.archive_count("alice@a.example.org").unwrap(), 1);
+        // A big backlog goes in bounded batches.
+        for i in 0..600u64 {
+            s.archive_append(a, 10_000 + i, "dave@b.example", b"<d/>")
+                .unwrap();
+        }
+        assert_eq!(s.archive_prune(a, 0, 100, 256).unwrap(), 256);
+        assert_eq!(s.archive_prune(a, 0, 100, 256).unwrap(), 245);
+        assert_eq!(s.archive_prune(a, 0, 100, 256).unwrap(), 0);
+        assert_eq!(s.archive_count(a).unwrap(), 100);
+        let dave = ArchiveRange {
+            with: Some("dave@b.example"),
+            ..ArchiveRange::ALL
+        };
+        assert_eq!(s.archive_page(a, &dave, false, 1000).unwrap().len(), 100);
+        assert_eq!(s.archive_page(a, &dave, false, 1).unwrap()[0].id, 10_500);
+        // Deleting the account takes its archive, and only its.
+        assert!(s.account_create(a, &creds(1)).unwrap());
+        assert!(s.account_delete(a).unwrap());
+        assert_eq!(s.archive_count(a).unwrap(), 0);
+        assert_eq!(s.archive_page(a, &dave, false, 10).unwrap(), []);
+        assert_eq!(s.archive_count("alice@a.example.org").unwrap(), 1);
+    }
+
     type Suite = fn(&mut dyn Store);
 
     /// Every suite, each on a fresh store from `fresh`.
     pub fn all_suites(mut fresh: impl FnMut() -> Box<dyn Store>) {
-        let suites: [(&str, Suite); 6] = [
+        let suites: [(&str, Suite); 7] = [
             ("accounts", suite),
             ("roster", roster_suite),
             ("offline", offline_suite),
             ("kv", kv_suite),
             ("account_delete cascade", account_delete_cascade_suite),
             ("group commit", group_commit_suite),
+            ("archive", archive_suite),
         ];
         for (name, run) in suites {
             eprintln!("conformance: {name}");
