@@ -5,17 +5,19 @@
 //!
 //! The DNS data: `_xmpp-server._tcp.a.test SRV 0 5 <port> xmpp.a.test` with
 //! `xmpp.a.test A 127.0.0.2` (an SRV target that is not the domain: the certificate is still
-//! checked against a.test), `_xmpp-server._tcp.b.test SRV 0 5 <port> b.test` with
-//! `b.test A 127.0.0.3`; no `_xmpps-server` records (NODATA), no AAAA; anything else,
-//! nx.test included, is NXDOMAIN. Certificates are the servers' self-signed ones, so the
-//! streams authenticate with dialback over TLS.
+//! checked against a.test), `_xmpp-server._tcp.b.test SRV 0 5 <port> b.test` and
+//! `_xmpps-server._tcp.b.test SRV 0 5 <tls port> b.test` (truncated over UDP, so fetched over
+//! TCP) with `b.test A 127.0.0.3`; `dead.test` points at a port nobody listens on; no AAAA;
+//! anything else, nx.test included, is NXDOMAIN. Certificates are the servers' self-signed
+//! ones, so the streams authenticate with dialback over TLS.
 
 mod common;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ const FED_WAIT: Duration = Duration::from_secs(20);
 struct Zone {
     srv: HashMap<String, (u16, String)>,
     a: HashMap<String, Ipv4Addr>,
+    /// Names answered over UDP with TC set and no records: the full answer is over TCP.
+    truncated: Vec<String>,
 }
 
 impl Zone {
@@ -47,37 +51,76 @@ impl Zone {
     }
 }
 
-/// A UDP DNS server on 127.0.0.1 answering from a `Zone`, until dropped.
+/// A DNS server on 127.0.0.1 (UDP, and TCP on the same port) answering from a `Zone`, until
+/// dropped.
 struct DnsServer {
     addr: SocketAddr,
+    /// Queries answered over TCP.
+    tcp_queries: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl DnsServer {
     fn start(zone: Zone) -> DnsServer {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind DNS socket");
+        // UDP and TCP on one port: a port free for UDP may be taken for TCP; a few tries.
+        let (sock, listener) = (0..20)
+            .find_map(|_| {
+                let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let listener = TcpListener::bind(sock.local_addr().ok()?).ok()?;
+                Some((sock, listener))
+            })
+            .expect("bind DNS sockets");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = sock.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::spawn(move || {
+        let tcp_queries = Arc::new(AtomicUsize::new(0));
+        let (stop2, zone2) = (stop.clone(), zone.clone());
+        let udp = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             // Ends when the test drops the server (checked every 100 ms).
             while !stop2.load(Ordering::SeqCst) {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
-                if let Some(reply) = answer(&zone, &buf[..n]) {
+                if let Some(reply) = answer(&zone2, &buf[..n], true) {
                     let _ = sock.send_to(&reply, from);
+                }
+            }
+        });
+        let (stop3, count) = (stop.clone(), tcp_queries.clone());
+        let tcp = std::thread::spawn(move || {
+            // Ends when the test drops the server (checked every 50 ms).
+            while !stop3.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut len = [0u8; 2];
+                if conn.read_exact(&mut len).is_err() {
+                    continue;
+                }
+                let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if conn.read_exact(&mut query).is_err() {
+                    continue;
+                }
+                if let Some(reply) = answer(&zone, &query, false) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&reply);
+                    let _ = conn.write_all(&framed);
                 }
             }
         });
         DnsServer {
             addr,
+            tcp_queries,
             stop,
-            thread: Some(thread),
+            threads: vec![udp, tcp],
         }
     }
 }
@@ -85,13 +128,14 @@ impl DnsServer {
 impl Drop for DnsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn answer(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
+/// The reply to `query`; over UDP (`udp`), names in `zone.truncated` get TC and no records.
+fn answer(zone: &Zone, query: &[u8], udp: bool) -> Option<Vec<u8>> {
     let q = Packet::parse(query).ok()?;
     let question = q.questions.first()?.clone();
     let name = question.qname.to_string().to_ascii_lowercase();
@@ -100,6 +144,10 @@ fn answer(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
     reply.set_flags(PacketFlag::AUTHORITATIVE_ANSWER | PacketFlag::RECURSION_AVAILABLE);
     reply.questions.push(question.clone());
     let owner = Name::new_unchecked(&name);
+    if udp && zone.truncated.contains(&name) {
+        reply.set_flags(PacketFlag::TRUNCATION);
+        return reply.build_bytes_vec().ok();
+    }
     match question.qtype {
         QTYPE::TYPE(TYPE::SRV) => {
             if let Some((port, target)) = zone.srv.get(&name) {
@@ -136,8 +184,15 @@ fn answer(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
     reply.build_bytes_vec().ok()
 }
 
-/// Starts a server hosting `domain` with user `user`/"pw", federating on `ip:port`.
-fn start_domain(domain: &str, user: &str, ip: &str, s2s_port: u16, dns: SocketAddr) -> Server {
+/// Starts a server hosting `domain` with user `user`/"pw", federating on `ip:port` (STARTTLS)
+/// and, if given, `ip:tls_port` (direct TLS).
+fn start_domain(
+    domain: &str,
+    user: &str,
+    ip: &str,
+    (s2s_port, tls_port): (u16, Option<u16>),
+    dns: SocketAddr,
+) -> Server {
     let jid = format!("{user}@{domain}");
     let mut s = Server::prepare(Opts {
         domains: vec![domain.to_owned()],
@@ -150,8 +205,11 @@ fn start_domain(domain: &str, user: &str, ip: &str, s2s_port: u16, dns: SocketAd
     std::fs::write(
         &s.config,
         format!(
-            "{base}[s2s]\nenabled = true\nlisten = [\"{ip}:{s2s_port}\"]\n\
-             connect_timeout_secs = 10\n\n[dns]\nnameservers = [\"{dns}\"]\n"
+            "{base}[s2s]\nenabled = true\nlisten = [\"{ip}:{s2s_port}\"]\n{direct}\
+             connect_timeout_secs = 10\n\n[dns]\nnameservers = [\"{dns}\"]\n",
+            direct = tls_port
+                .map(|p| format!("listen_tls = [\"{ip}:{p}\"]\n"))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -160,8 +218,21 @@ fn start_domain(domain: &str, user: &str, ip: &str, s2s_port: u16, dns: SocketAd
     s
 }
 
-fn zone(port_a: u16, port_b: u16) -> Zone {
+fn zone(port_a: u16, port_b: u16, port_b_tls: u16, dead_port: u16) -> Zone {
     let mut z = Zone::default();
+    // b.test offers direct TLS too, preferred on equal priority; its SRV answer is too big
+    // for UDP (TC), so the resolver asks again over TCP.
+    z.srv.insert(
+        "_xmpps-server._tcp.b.test".into(),
+        (port_b_tls, "b.test".into()),
+    );
+    z.truncated.push("_xmpps-server._tcp.b.test".into());
+    // dead.test's only target refuses connections.
+    z.srv.insert(
+        "_xmpp-server._tcp.dead.test".into(),
+        (dead_port, "xmpp.dead.test".into()),
+    );
+    z.a.insert("xmpp.dead.test".into(), Ipv4Addr::new(127, 0, 0, 4));
     z.srv.insert(
         "_xmpp-server._tcp.a.test".into(),
         (port_a, "xmpp.a.test".into()),
@@ -186,19 +257,31 @@ fn wait_body(c: &mut Client, body: &str) -> String {
 }
 
 #[test]
-fn two_servers_messages_cross_both_ways_and_nxdomain_bounces() {
-    let ports = common::free_ports(2);
-    let (port_a, port_b) = (ports[0], ports[1]);
-    let dns = DnsServer::start(zone(port_a, port_b));
-    let a = start_domain("a.test", "alice", "127.0.0.2", port_a, dns.addr);
-    let b = start_domain("b.test", "bob", "127.0.0.3", port_b, dns.addr);
+fn two_servers_messages_cross_both_ways_unreachable_domains_bounce() {
+    let ports = common::free_ports(4);
+    let (port_a, port_b, port_b_tls, dead) = (ports[0], ports[1], ports[2], ports[3]);
+    let dns = DnsServer::start(zone(port_a, port_b, port_b_tls, dead));
+    let a = start_domain("a.test", "alice", "127.0.0.2", (port_a, None), dns.addr);
+    let b = start_domain(
+        "b.test",
+        "bob",
+        "127.0.0.3",
+        (port_b, Some(port_b_tls)),
+        dns.addr,
+    );
     let mut alice = a.login("alice@a.test", "pw", "phone");
     let mut bob = b.login("bob@b.test", "pw", "laptop");
 
-    // a.test -> b.test: a new outgoing stream, SRV to b.test's port, dialback.
+    // a.test -> b.test: a new outgoing stream, direct TLS (ALPN xmpp-server) to the
+    // `_xmpps-server` target learnt over DNS-over-TCP, dialback.
     alice.send("<message to='bob@b.test/laptop' type='chat' id='m1'><body>hi bob</body></message>");
     let got = wait_body(&mut bob, "hi bob");
     assert!(got.contains("from='alice@a.test/phone'"), "{got}");
+    assert!(dns.tcp_queries.load(Ordering::SeqCst) >= 1);
+    assert!(
+        b.log_text().contains("(S2sDirectTls)"),
+        "b.test should have accepted a direct TLS s2s connection"
+    );
 
     // b.test -> a.test: the other direction has its own stream (SRV target xmpp.a.test).
     bob.send(
@@ -222,4 +305,26 @@ fn two_servers_messages_cross_both_ways_and_nxdomain_bounces() {
         err.contains(&format!("<remote-server-not-found xmlns='{NS_STANZAS}'/>")),
         "{err}"
     );
+
+    // A domain whose only server refuses the connection: an error too, not silence.
+    alice.send("<message to='x@dead.test' type='chat' id='m4'><body>hello?</body></message>");
+    let err = match alice.wait_for(
+        "error for m4",
+        FED_WAIT,
+        |t| matches!(t, Token::Element(e) if e.starts_with("<message") && e.contains("id='m4'")),
+    ) {
+        Token::Element(e) => e,
+        _ => unreachable!("predicate matched only elements"),
+    };
+    assert!(err.contains("type='error'"), "{err}");
+    assert!(
+        err.contains("<remote-server-not-found") || err.contains("<remote-server-timeout"),
+        "{err}"
+    );
+
+    // The established streams still work after all that.
+    bob.send(
+        "<message to='alice@a.test/phone' type='chat' id='m5'><body>still here</body></message>",
+    );
+    wait_body(&mut alice, "still here");
 }
