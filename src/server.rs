@@ -593,4 +593,6 @@ impl Server {
 }
 
 #[cfg(test)]
+mod fed_tests;
+#[cfg(test)]
 mod tests;

@@ -1159,7 +1159,7 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
                 at(2)
             )
         );
-        let nine = vec!["'127.0.0.1'"; 9].join(", ");
+        let nine = ["'127.0.0.1'"; 9].join(", ");
         assert!(err(&format!("[dns]\nnameservers = [{nine}]")).contains("at most 8 are used"));
         assert_eq!(
             err("[dns]\nsearch = []"),
