@@ -16,6 +16,8 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -190,8 +192,21 @@ fn start_domain(
     domain: &str,
     user: &str,
     ip: &str,
+    ports: (u16, Option<u16>),
+    dns: SocketAddr,
+) -> Server {
+    start_domain_with(domain, user, ip, ports, dns, "", "")
+}
+
+/// `start_domain` with extra tables (say `[tls]`) and extra lines for `[s2s]`.
+fn start_domain_with(
+    domain: &str,
+    user: &str,
+    ip: &str,
     (s2s_port, tls_port): (u16, Option<u16>),
     dns: SocketAddr,
+    tables: &str,
+    s2s_extra: &str,
 ) -> Server {
     let jid = format!("{user}@{domain}");
     let mut s = Server::prepare(Opts {
@@ -205,8 +220,8 @@ fn start_domain(
     std::fs::write(
         &s.config,
         format!(
-            "{base}[s2s]\nenabled = true\nlisten = [\"{ip}:{s2s_port}\"]\n{direct}\
-             connect_timeout_secs = 10\n\n[dns]\nnameservers = [\"{dns}\"]\n",
+            "{base}{tables}[s2s]\nenabled = true\nlisten = [\"{ip}:{s2s_port}\"]\n{direct}\
+             connect_timeout_secs = 10\n{s2s_extra}\n[dns]\nnameservers = [\"{dns}\"]\n",
             direct = tls_port
                 .map(|p| format!("listen_tls = [\"{ip}:{p}\"]\n"))
                 .unwrap_or_default(),
@@ -327,4 +342,173 @@ fn two_servers_messages_cross_both_ways_unreachable_domains_bounce() {
         "<message to='alice@a.test/phone' type='chat' id='m5'><body>still here</body></message>",
     );
     wait_body(&mut alice, "still here");
+}
+
+/// Runs `openssl` in `dir`; false (with a message) if it is not installed.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    match Command::new("openssl").args(args).current_dir(dir).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("openssl not available ({e}): skipping the certificate test");
+            false
+        }
+    }
+}
+
+/// A test CA (`ca.crt`) and, per (domain, EKU), `<domain>.crt` / `<domain>.key` signed by it.
+fn make_pki(dir: &Path, leaves: &[(&str, &str)]) -> bool {
+    let p256 = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(p256);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=Hearth federation test CA",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    if !openssl(dir, &ca) {
+        return false;
+    }
+    for (domain, eku) in leaves {
+        std::fs::write(
+            dir.join(format!("{domain}.ext")),
+            format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage={eku}\nsubjectAltName=DNS:{domain}\n"
+            ),
+        )
+        .unwrap();
+        let (key, csr, crt, ext) = (
+            format!("{domain}.key"),
+            format!("{domain}.csr"),
+            format!("{domain}.crt"),
+            format!("{domain}.ext"),
+        );
+        let mut req = vec!["req"];
+        req.extend(p256);
+        let subj = format!("/CN={domain}");
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "7",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ],
+        );
+    }
+    true
+}
+
+#[test]
+fn ca_signed_certificates_sasl_external_both_ways_serverauth_only_accepted() {
+    let pki = std::env::temp_dir().join(format!("hearth-fed-pki-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pki);
+    std::fs::create_dir_all(&pki).unwrap();
+    // a.test has a Let's-Encrypt-style serverAuth-only certificate: b.test must accept it
+    // from a.test acting as the TLS client.
+    if !make_pki(
+        &pki,
+        &[
+            ("a.test", "serverAuth"),
+            ("b.test", "serverAuth,clientAuth"),
+        ],
+    ) {
+        return;
+    }
+    let ports = common::free_ports(2);
+    let (port_a, port_b) = (ports[0], ports[1]);
+    let mut z = Zone::default();
+    z.srv
+        .insert("_xmpp-server._tcp.a.test".into(), (port_a, "a.test".into()));
+    z.a.insert("a.test".into(), Ipv4Addr::new(127, 0, 0, 2));
+    z.srv
+        .insert("_xmpp-server._tcp.b.test".into(), (port_b, "b.test".into()));
+    z.a.insert("b.test".into(), Ipv4Addr::new(127, 0, 0, 3));
+    let dns = DnsServer::start(z);
+    let setup = |domain: &str| {
+        let tables = format!(
+            "[tls]\ncerts = [{{ domain = \"{domain}\", cert = \"{crt}\", key = \"{key}\" }}]\n\n",
+            crt = pki.join(format!("{domain}.crt")).display(),
+            key = pki.join(format!("{domain}.key")).display(),
+        );
+        let extra = format!(
+            "ca_file = \"{}\"\nrequire_valid_certificates = true\n",
+            pki.join("ca.crt").display()
+        );
+        (tables, extra)
+    };
+    let (tables, extra) = setup("a.test");
+    let a = start_domain_with(
+        "a.test",
+        "alice",
+        "127.0.0.2",
+        (port_a, None),
+        dns.addr,
+        &tables,
+        &extra,
+    );
+    let (tables, extra) = setup("b.test");
+    let b = start_domain_with(
+        "b.test",
+        "bob",
+        "127.0.0.3",
+        (port_b, None),
+        dns.addr,
+        &tables,
+        &extra,
+    );
+    let mut alice = a.login("alice@a.test", "pw", "phone");
+    let mut bob = b.login("bob@b.test", "pw", "laptop");
+    alice.send(
+        "<message to='bob@b.test/laptop' type='chat' id='c1'><body>signed hi</body></message>",
+    );
+    wait_body(&mut bob, "signed hi");
+    bob.send(
+        "<message to='alice@a.test/phone' type='chat' id='c2'><body>signed back</body></message>",
+    );
+    wait_body(&mut alice, "signed back");
+    // With require_valid_certificates, dialback is not allowed: the streams can only have
+    // authenticated with the certificates.
+    for (s, name) in [(&a, "a.test"), (&b, "b.test")] {
+        let log = s.log_text();
+        assert!(!log.contains("(Dialback)"), "{name} used dialback:\n{log}");
+        assert!(log.contains("(SaslExternal)"), "{name} log:\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(&pki);
 }
