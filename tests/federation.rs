@@ -5,7 +5,7 @@
 //!
 //! The DNS data: `_xmpp-server._tcp.a.test SRV 0 5 <port> xmpp.a.test` with
 //! `xmpp.a.test A 127.0.0.2` (an SRV target that is not the domain: the certificate is still
-//! checked against a.test), `_xmpp-server._tcp.b.test SRV 0 5 <port> b.test` and
+//! checked against a.test), `_xmpp-server._tcp.b.test SRV 10 5 <port> b.test` and
 //! `_xmpps-server._tcp.b.test SRV 0 5 <tls port> b.test` (truncated over UDP, so fetched over
 //! TCP) with `b.test A 127.0.0.3`; `dead.test` points at a port nobody listens on; no AAAA;
 //! anything else, nx.test included, is NXDOMAIN. Certificates are the servers' self-signed
@@ -38,6 +38,8 @@ struct Zone {
     a: HashMap<String, Ipv4Addr>,
     /// Names answered over UDP with TC set and no records: the full answer is over TCP.
     truncated: Vec<String>,
+    /// SRV priorities other than 0.
+    priority: HashMap<String, u16>,
 }
 
 impl Zone {
@@ -158,7 +160,7 @@ fn answer(zone: &Zone, query: &[u8], udp: bool) -> Option<Vec<u8>> {
                     CLASS::IN,
                     60,
                     RData::SRV(SRV {
-                        priority: 0,
+                        priority: zone.priority.get(&name).copied().unwrap_or(0),
                         weight: 5,
                         port: *port,
                         target: Name::new_unchecked(target),
@@ -235,13 +237,14 @@ fn start_domain_with(
 
 fn zone(port_a: u16, port_b: u16, port_b_tls: u16, dead_port: u16) -> Zone {
     let mut z = Zone::default();
-    // b.test offers direct TLS too, preferred on equal priority; its SRV answer is too big
-    // for UDP (TC), so the resolver asks again over TCP.
+    // b.test offers direct TLS too, at a better priority than STARTTLS; its SRV answer is
+    // too big for UDP (TC), so the resolver asks again over TCP.
     z.srv.insert(
         "_xmpps-server._tcp.b.test".into(),
         (port_b_tls, "b.test".into()),
     );
     z.truncated.push("_xmpps-server._tcp.b.test".into());
+    z.priority.insert("_xmpp-server._tcp.b.test".into(), 10);
     // dead.test's only target refuses connections.
     z.srv.insert(
         "_xmpp-server._tcp.dead.test".into(),
