@@ -515,3 +515,39 @@ fn ca_signed_certificates_sasl_external_both_ways_serverauth_only_accepted() {
     }
     let _ = std::fs::remove_dir_all(&pki);
 }
+
+#[test]
+fn s2s_over_max_connections_refused_c2s_unaffected() {
+    let port = common::free_ports(1)[0];
+    let dns = DnsServer::start(Zone::default());
+    let a = start_domain_with(
+        "a.test",
+        "alice",
+        "127.0.0.2",
+        (port, None),
+        dns.addr,
+        "",
+        "max_connections = 1\n",
+    );
+    let addr: SocketAddr = ([127, 0, 0, 2], port).into();
+    let mut first = std::net::TcpStream::connect(addr).unwrap();
+    first
+        .write_all(
+            b"<?xml version='1.0'?><stream:stream to='a.test' from='b.test' version='1.0' \
+              xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>",
+        )
+        .unwrap();
+    first.set_read_timeout(Some(common::WAIT)).unwrap();
+    let mut buf = [0u8; 512];
+    // The first one is served: the server answers with its header.
+    assert!(first.read(&mut buf).unwrap() > 0);
+    let mut second = std::net::TcpStream::connect(addr).unwrap();
+    second.set_read_timeout(Some(common::WAIT)).unwrap();
+    // The second is closed at once, without a byte.
+    match second.read(&mut buf) {
+        Ok(n) => assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    // c2s connections are counted apart.
+    a.login("alice@a.test", "pw", "phone");
+}
