@@ -681,3 +681,114 @@ fn s2s_disabled_keeps_remote_domains_unreachable() {
     assert!(h.take(a).contains("remote-server-not-found"));
     assert!(h.fed.is_empty());
 }
+
+fn subscribe_both(n: &mut Net, a: ConnId, b: ConnId) {
+    n.send(0, a, "<presence to='bob@b.example' type='subscribe'/>");
+    n.send(1, b, "<presence to='alice@a.example' type='subscribed'/>");
+    n.send(1, b, "<presence to='alice@a.example' type='subscribe'/>");
+    n.send(0, a, "<presence to='bob@b.example' type='subscribed'/>");
+    n.take(0, a);
+    n.take(1, b);
+}
+
+#[test]
+fn blocking_a_remote_subscriber_sends_unavailable_over_s2s() {
+    let mut n = Net::new();
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    subscribe_both(&mut n, a, b);
+    n.send(
+        0,
+        a,
+        "<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='bob@b.example'/></block></iq>",
+    );
+    let to_b = n.take(1, b);
+    assert!(
+        to_b.contains("type='unavailable'") && to_b.contains("from='alice@a.example/pc'"),
+        "{to_b}"
+    );
+    // bob's presence no longer reaches alice.
+    n.send(1, b, "<presence><show>chat</show></presence>");
+    assert!(!n.take(0, a).contains("<show>chat</show>"));
+}
+
+#[test]
+fn remote_unsubscribe_cancels_and_announces_unavailable() {
+    let mut n = Net::new();
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    subscribe_both(&mut n, a, b);
+    n.send(1, b, "<presence to='alice@a.example' type='unsubscribed'/>");
+    let to_a = n.take(0, a);
+    assert!(to_a.contains("type='unsubscribed'"), "{to_a}");
+    assert!(
+        to_a.contains("from='bob@b.example/phone' to='alice@a.example' type='unavailable'"),
+        "{to_a}"
+    );
+    assert!(
+        to_a.contains("jid='bob@b.example' subscription='from'"),
+        "{to_a}"
+    );
+    n.send(1, b, "<presence><show>dnd</show></presence>");
+    assert!(!n.take(0, a).contains("dnd"));
+}
+
+#[test]
+fn unanswered_connect_times_out_with_remote_server_timeout() {
+    let mut n = Net::new();
+    n.listeners.clear();
+    let a = n.login(0, "alice", "pc");
+    n.send(0, a, &msg("bob@b.example", "m1", "one"));
+    assert_eq!(n.take(0, a), "");
+    n.advance(Duration::from_secs(29));
+    assert_eq!(n.take(0, a), "", "not before the connect timeout");
+    n.advance(Duration::from_secs(2));
+    let got = n.take(0, a);
+    assert!(
+        got.contains("id='m1'") && got.contains("remote-server-timeout"),
+        "{got}"
+    );
+    let f = n.h[0].server.federation.as_ref().unwrap();
+    assert_eq!(f.counts(), (0, 0));
+}
+
+#[test]
+fn dialback_verification_survives_a_dead_first_candidate_on_the_way_back() {
+    let mut n = Net::new();
+    // b reaches a only through a second candidate; a's first is refused.
+    n.zone = Box::new(|name, qtype| match (name, qtype) {
+        ("_xmpp-server._tcp.a.example", SRV_TYPE) => Some((
+            RCODE::NoError,
+            vec![
+                Rr::Srv(
+                    "_xmpp-server._tcp.a.example",
+                    300,
+                    0,
+                    0,
+                    5269,
+                    "dead.a.example",
+                ),
+                Rr::Srv(
+                    "_xmpp-server._tcp.a.example",
+                    300,
+                    5,
+                    0,
+                    5269,
+                    "xmpp.a.example",
+                ),
+            ],
+        )),
+        ("dead.a.example", A_TYPE) => Some((
+            RCODE::NoError,
+            vec![Rr::A("dead.a.example", 300, [10, 0, 0, 98])],
+        )),
+        ("dead.a.example", _) => Some((RCODE::NoError, vec![])),
+        _ => standard_zone(name, qtype),
+    });
+    n.refuse.insert("10.0.0.98:5269".parse().unwrap());
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    n.send(0, a, &msg("bob@b.example", "m1", "verified"));
+    assert!(n.take(1, b).contains("verified"));
+    assert!(n.connects.contains(&(1, "10.0.0.98:5269".parse().unwrap())));
+}
