@@ -6,7 +6,17 @@
 //!
 //! Owns: the connection table of the core, timers, presence broadcast and the dispatch of
 //! stanzas to sessions or to features. Leaves negotiation to `stream::c2s`, delivery rules to
-//! `router`, answers to `features`, persistence to `store`.
+//! `router`, answers to `features`, persistence to `store`, and everything server-to-server
+//! (s2s connections, their ids, DNS) to `federation`, which exists when `[s2s] enabled`.
+//!
+//! Driver contract for federation, beyond what each `Action` says:
+//! - connections the core opens carry ids with `OUTGOING_CONN_BIT`; for them `Close` may come
+//!   while TCP (or direct TLS) is still connecting (the connect timeout passed): abandon the
+//!   attempt and report nothing more for that id;
+//! - a refused or failed connect is `handle_disconnect`, like a later failure;
+//! - after `StartTls` on an s2s connection, `handle_tls_ready` must come before any further
+//!   `handle_bytes` of it (bytes before are ignored, not parsed);
+//! - `TlsInfo::peer_cert_names` only for a chain that validated; the core matches names.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
