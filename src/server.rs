@@ -571,7 +571,10 @@ impl Server {
     /// sent after a write may acknowledge it, and nothing is acknowledged before it is durable.
     fn push_action(&mut self, action: Action) {
         if self.store.has_uncommitted() || !self.held.is_empty() {
-            if matches!(action, Action::StartTls { .. }) {
+            if matches!(
+                action,
+                Action::StartTls { .. } | Action::StartTlsClient { .. }
+            ) {
                 // The driver must switch to TLS before it reads this connection again, so
                 // this cannot wait for the end of the turn: commit now.
                 self.held.push_back(action);

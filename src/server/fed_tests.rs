@@ -792,3 +792,33 @@ fn dialback_verification_survives_a_dead_first_candidate_on_the_way_back() {
     assert!(n.take(1, b).contains("verified"));
     assert!(n.connects.contains(&(1, "10.0.0.98:5269".parse().unwrap())));
 }
+
+#[test]
+fn dialback_claiming_our_own_domain_is_invalid_without_asking_anyone() {
+    let mut n = Net::new();
+    let h = &mut n.h[1];
+    let c = ConnId(1 << 41);
+    h.server.handle_accept(
+        h.now,
+        c,
+        ListenerKind::S2sStartTls,
+        "10.0.0.66:4000".parse().unwrap(),
+    );
+    let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+        from='b.example' to='b.example' version='1.0'>";
+    h.send(c, header);
+    h.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert!(h.take(c).contains("<proceed"));
+    h.server.handle_tls_ready(h.now, c, TlsInfo::default());
+    h.send(c, header);
+    h.take(c);
+    h.send(
+        c,
+        "<db:result from='b.example' to='b.example'>00</db:result>",
+    );
+    let out = h.take(c);
+    assert!(out.contains("type='invalid'"), "{out}");
+    assert!(h.closed.contains(&c));
+    assert!(h.fed.is_empty(), "no DNS, no connection: {:?}", h.fed);
+}
