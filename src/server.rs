@@ -302,14 +302,16 @@ impl Server {
 
     /// Graceful shutdown: every stream gets `system-shutdown` and a `Close`.
     pub fn handle_shutdown(&mut self, now: Instant) {
+        // Federation first: what it bounces still reaches the local senders.
+        if let Some(f) = self.federation.as_mut() {
+            f.shutdown(now);
+            self.process(now);
+        }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.with_conn(id, |c, env| {
                 c.fail(StreamError::new(StreamCondition::SystemShutdown), env)
             });
-        }
-        if let Some(f) = self.federation.as_mut() {
-            f.shutdown(now);
         }
         self.process(now);
     }

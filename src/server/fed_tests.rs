@@ -822,3 +822,65 @@ fn dialback_claiming_our_own_domain_is_invalid_without_asking_anyone() {
     assert!(h.closed.contains(&c));
     assert!(h.fed.is_empty(), "no DNS, no connection: {:?}", h.fed);
 }
+
+#[test]
+fn connection_limit_refuses_past_it_and_senders_get_errors() {
+    let mut cb = config("b.example");
+    cb.s2s.max_connections = 1;
+    let mut n = Net::with_configs(config("a.example"), cb);
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    n.send(0, a, &msg("bob@b.example", "m1", "one"));
+    // b accepted a's stream but may not open the one back to verify a's key.
+    assert_eq!(n.take(1, b), "");
+    let got = n.take(0, a);
+    assert!(
+        got.contains("id='m1'") && got.contains("type='error'"),
+        "{got}"
+    );
+    assert!(
+        !n.connects.iter().any(|(side, _)| *side == 1),
+        "{:?}",
+        n.connects
+    );
+}
+
+#[test]
+fn shutdown_closes_streams_and_bounces_what_waits() {
+    let mut n = Net::new();
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    n.send(0, a, &msg("bob@b.example", "m1", "up"));
+    assert!(n.take(1, b).contains("up"));
+    // A second remote domain is still connecting (nobody answers there).
+    n.zone = Box::new(|name, qtype| match (name, qtype) {
+        ("_xmpp-server._tcp.c.example", SRV_TYPE) => Some((
+            RCODE::NoError,
+            vec![Rr::Srv(
+                "_xmpp-server._tcp.c.example",
+                300,
+                0,
+                0,
+                5269,
+                "xmpp.c.example",
+            )],
+        )),
+        ("xmpp.c.example", A_TYPE) => Some((
+            RCODE::NoError,
+            vec![Rr::A("xmpp.c.example", 300, [10, 0, 0, 3])],
+        )),
+        _ => standard_zone(name, qtype),
+    });
+    n.send(0, a, &msg("carol@c.example", "m2", "waiting"));
+    let h = &mut n.h[0];
+    h.server.handle_shutdown(h.now);
+    n.run();
+    let got = n.take(0, a);
+    assert!(
+        got.contains("id='m2'") && got.contains("remote-server-timeout"),
+        "{got}"
+    );
+    assert_eq!(n.s2s_links(), 0, "every s2s stream closed");
+    let f = n.h[0].server.federation.as_ref().unwrap();
+    assert_eq!(f.counts(), (0, 0));
+}
