@@ -681,3 +681,206 @@ fn s2s_disabled_keeps_remote_domains_unreachable() {
     assert!(h.take(a).contains("remote-server-not-found"));
     assert!(h.fed.is_empty());
 }
+
+fn subscribe_both(n: &mut Net, a: ConnId, b: ConnId) {
+    n.send(0, a, "<presence to='bob@b.example' type='subscribe'/>");
+    n.send(1, b, "<presence to='alice@a.example' type='subscribed'/>");
+    n.send(1, b, "<presence to='alice@a.example' type='subscribe'/>");
+    n.send(0, a, "<presence to='bob@b.example' type='subscribed'/>");
+    n.take(0, a);
+    n.take(1, b);
+}
+
+#[test]
+fn blocking_a_remote_subscriber_sends_unavailable_over_s2s() {
+    let mut n = Net::new();
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    subscribe_both(&mut n, a, b);
+    n.send(
+        0,
+        a,
+        "<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='bob@b.example'/></block></iq>",
+    );
+    let to_b = n.take(1, b);
+    assert!(
+        to_b.contains("type='unavailable'") && to_b.contains("from='alice@a.example/pc'"),
+        "{to_b}"
+    );
+    // bob's presence no longer reaches alice.
+    n.send(1, b, "<presence><show>chat</show></presence>");
+    assert!(!n.take(0, a).contains("<show>chat</show>"));
+}
+
+#[test]
+fn remote_unsubscribe_cancels_and_announces_unavailable() {
+    let mut n = Net::new();
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    subscribe_both(&mut n, a, b);
+    n.send(1, b, "<presence to='alice@a.example' type='unsubscribed'/>");
+    let to_a = n.take(0, a);
+    assert!(to_a.contains("type='unsubscribed'"), "{to_a}");
+    assert!(
+        to_a.contains("from='bob@b.example/phone' to='alice@a.example' type='unavailable'"),
+        "{to_a}"
+    );
+    assert!(
+        to_a.contains("jid='bob@b.example' subscription='from'"),
+        "{to_a}"
+    );
+    n.send(1, b, "<presence><show>dnd</show></presence>");
+    assert!(!n.take(0, a).contains("dnd"));
+}
+
+#[test]
+fn unanswered_connect_times_out_with_remote_server_timeout() {
+    let mut n = Net::new();
+    n.listeners.clear();
+    let a = n.login(0, "alice", "pc");
+    n.send(0, a, &msg("bob@b.example", "m1", "one"));
+    assert_eq!(n.take(0, a), "");
+    n.advance(Duration::from_secs(29));
+    assert_eq!(n.take(0, a), "", "not before the connect timeout");
+    n.advance(Duration::from_secs(2));
+    let got = n.take(0, a);
+    assert!(
+        got.contains("id='m1'") && got.contains("remote-server-timeout"),
+        "{got}"
+    );
+    let f = n.h[0].server.federation.as_ref().unwrap();
+    assert_eq!(f.counts(), (0, 0));
+}
+
+#[test]
+fn dialback_verification_survives_a_dead_first_candidate_on_the_way_back() {
+    let mut n = Net::new();
+    // b reaches a only through a second candidate; a's first is refused.
+    n.zone = Box::new(|name, qtype| match (name, qtype) {
+        ("_xmpp-server._tcp.a.example", SRV_TYPE) => Some((
+            RCODE::NoError,
+            vec![
+                Rr::Srv(
+                    "_xmpp-server._tcp.a.example",
+                    300,
+                    0,
+                    0,
+                    5269,
+                    "dead.a.example",
+                ),
+                Rr::Srv(
+                    "_xmpp-server._tcp.a.example",
+                    300,
+                    5,
+                    0,
+                    5269,
+                    "xmpp.a.example",
+                ),
+            ],
+        )),
+        ("dead.a.example", A_TYPE) => Some((
+            RCODE::NoError,
+            vec![Rr::A("dead.a.example", 300, [10, 0, 0, 98])],
+        )),
+        ("dead.a.example", _) => Some((RCODE::NoError, vec![])),
+        _ => standard_zone(name, qtype),
+    });
+    n.refuse.insert("10.0.0.98:5269".parse().unwrap());
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    n.send(0, a, &msg("bob@b.example", "m1", "verified"));
+    assert!(n.take(1, b).contains("verified"));
+    assert!(n.connects.contains(&(1, "10.0.0.98:5269".parse().unwrap())));
+}
+
+#[test]
+fn dialback_claiming_our_own_domain_is_invalid_without_asking_anyone() {
+    let mut n = Net::new();
+    let h = &mut n.h[1];
+    let c = ConnId(1 << 41);
+    h.server.handle_accept(
+        h.now,
+        c,
+        ListenerKind::S2sStartTls,
+        "10.0.0.66:4000".parse().unwrap(),
+    );
+    let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+        from='b.example' to='b.example' version='1.0'>";
+    h.send(c, header);
+    h.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert!(h.take(c).contains("<proceed"));
+    h.server.handle_tls_ready(h.now, c, TlsInfo::default());
+    h.send(c, header);
+    h.take(c);
+    h.send(
+        c,
+        "<db:result from='b.example' to='b.example'>00</db:result>",
+    );
+    let out = h.take(c);
+    assert!(out.contains("type='invalid'"), "{out}");
+    assert!(h.closed.contains(&c));
+    assert!(h.fed.is_empty(), "no DNS, no connection: {:?}", h.fed);
+}
+
+#[test]
+fn connection_limit_refuses_past_it_and_senders_get_errors() {
+    let mut cb = config("b.example");
+    cb.s2s.max_connections = 1;
+    let mut n = Net::with_configs(config("a.example"), cb);
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    n.send(0, a, &msg("bob@b.example", "m1", "one"));
+    // b accepted a's stream but may not open the one back to verify a's key.
+    assert_eq!(n.take(1, b), "");
+    let got = n.take(0, a);
+    assert!(
+        got.contains("id='m1'") && got.contains("type='error'"),
+        "{got}"
+    );
+    assert!(
+        !n.connects.iter().any(|(side, _)| *side == 1),
+        "{:?}",
+        n.connects
+    );
+}
+
+#[test]
+fn shutdown_closes_streams_and_bounces_what_waits() {
+    let mut n = Net::new();
+    let a = n.login(0, "alice", "pc");
+    let b = n.login(1, "bob", "phone");
+    n.send(0, a, &msg("bob@b.example", "m1", "up"));
+    assert!(n.take(1, b).contains("up"));
+    // A second remote domain is still connecting (nobody answers there).
+    n.zone = Box::new(|name, qtype| match (name, qtype) {
+        ("_xmpp-server._tcp.c.example", SRV_TYPE) => Some((
+            RCODE::NoError,
+            vec![Rr::Srv(
+                "_xmpp-server._tcp.c.example",
+                300,
+                0,
+                0,
+                5269,
+                "xmpp.c.example",
+            )],
+        )),
+        ("xmpp.c.example", A_TYPE) => Some((
+            RCODE::NoError,
+            vec![Rr::A("xmpp.c.example", 300, [10, 0, 0, 3])],
+        )),
+        _ => standard_zone(name, qtype),
+    });
+    n.send(0, a, &msg("carol@c.example", "m2", "waiting"));
+    let h = &mut n.h[0];
+    h.server.handle_shutdown(h.now);
+    n.run();
+    let got = n.take(0, a);
+    assert!(
+        got.contains("id='m2'") && got.contains("remote-server-timeout"),
+        "{got}"
+    );
+    assert_eq!(n.s2s_links(), 0, "every s2s stream closed");
+    let f = n.h[0].server.federation.as_ref().unwrap();
+    assert_eq!(f.counts(), (0, 0));
+}
