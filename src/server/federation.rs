@@ -116,6 +116,8 @@ pub(super) struct Federation {
     ins: HashMap<ConnId, Box<S2sIn>>,
     next_out: u64,
     out: VecDeque<FedOut>,
+    /// Why the last route given up on failed (for a stanza whose route fails at once).
+    last_failure: StanzaCondition,
 }
 
 /// A random stream for the resolver (query IDs, SRV weights): SHA-256 over a secret seed and
@@ -162,6 +164,7 @@ impl Federation {
             ins: HashMap::new(),
             next_out: 0,
             out: VecDeque::new(),
+            last_failure: StanzaCondition::RemoteServerNotFound,
         }
     }
 
@@ -207,9 +210,8 @@ impl Federation {
         }
         let max = self.config.max_queued_stanzas;
         let Some(route) = self.routes.get_mut(&key) else {
-            // The route failed at once (DNS refused to start): the stanza is bounced as the
-            // queue was.
-            return self.bounce(stanza, StanzaCondition::RemoteServerNotFound);
+            // The route failed at once (a cached DNS failure, or too many lookups).
+            return self.bounce(stanza, self.last_failure);
         };
         match &mut route.step {
             Step::Connecting { machine, .. } => machine.send_stanza(now, stanza),
@@ -251,12 +253,8 @@ impl Federation {
             key: key.to_owned(),
         };
         let Some(route) = self.routes.get_mut(&rkey) else {
-            return self.verify_answer(
-                now,
-                &v,
-                originating,
-                DialbackVerdict::Error(StanzaCondition::RemoteServerNotFound),
-            );
+            let failure = self.last_failure;
+            return self.verify_answer(now, &v, originating, DialbackVerdict::Error(failure));
         };
         if route.verifies.len() >= self.config.max_pending_verifies {
             return self.verify_answer(
@@ -291,7 +289,10 @@ impl Federation {
                 // The cache may have answered already.
                 self.pump_dns(now);
             }
-            Err(e) => log::info!("s2s {} -> {}: DNS: {e}", key.0, key.1),
+            Err(e) => {
+                log::info!("s2s {} -> {}: DNS: {e}", key.0, key.1);
+                self.last_failure = dns_condition(e);
+            }
         }
     }
 
@@ -480,6 +481,7 @@ impl Federation {
     /// Gives up on a route: everything queued comes back with `condition`, pending
     /// verifications fail.
     fn fail_route(&mut self, now: Instant, key: &(String, String), condition: StanzaCondition) {
+        self.last_failure = condition;
         let Some(route) = self.routes.remove(key) else {
             return;
         };
