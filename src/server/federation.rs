@@ -21,6 +21,14 @@
 //! 4. a ready stream carries later stanzas directly; when it closes (idle, or the peer), the
 //!    route is forgotten and the next stanza starts again at 1.
 //!
+//! Incoming: an [`S2sIn`] per accepted s2s connection; its stanzas (addresses already
+//! checked against the authenticated pairs) go to routing as [`FedOut::Inbound`], its refusals
+//! are answered over the route back to the sender. A dialback key it receives (we are the
+//! Receiving Server) is checked with the Authoritative Server over the normal route
+//! `our domain → their domain` (made if needed, and kept by the route across failed
+//! attempts); the verdict goes back to the incoming stream with that stream id, or is dropped
+//! if it is gone. A peer claiming one of our own domains gets `invalid` without a lookup.
+//!
 //! The queue is bounded per route by `[s2s] max_queued_stanzas`; past it the stanza comes back
 //! at once with `resource-constraint`. s2s connections of both directions together are
 //! bounded by `[s2s] max_connections`: an accepted one past it is closed, an outgoing attempt
