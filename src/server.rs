@@ -23,6 +23,7 @@ use crate::stream::c2s::{C2sConn, Env, Upcall};
 use crate::stream::error::{StreamCondition, StreamError};
 
 mod routing;
+mod session_mgmt;
 
 /// The driver's handle for a connection. Opaque to the core; the driver makes it unique over
 /// the process lifetime (slot index plus generation), so a stale id never aliases a new socket.
@@ -141,6 +142,8 @@ pub struct Server {
     started: Instant,
     /// Accounts created in-band per address (XEP-0077), bounded.
     registration_limiter: RegistrationLimiter,
+    /// Stream management and CSI state of sessions (see `session_mgmt`).
+    sm: session_mgmt::SessionMgmt,
 }
 
 impl Server {
@@ -167,6 +170,7 @@ impl Server {
             held: VecDeque::new(),
             outbox: Outbox::default(),
             registration_limiter: RegistrationLimiter::new(),
+            sm: Default::default(),
         }
     }
 
@@ -247,6 +251,7 @@ impl Server {
             self.with_conn(conn, |c, env| c.handle_timeout(now, env));
             self.process(now);
         }
+        self.sm_timeout(now);
     }
 
     /// Graceful shutdown: every stream gets `system-shutdown` and a `Close`.
@@ -258,6 +263,7 @@ impl Server {
             });
         }
         self.process(now);
+        self.sm_shutdown(now);
     }
 
     /// A command line from the control socket (see `control`); returns the full reply text.
@@ -293,7 +299,8 @@ impl Server {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _)| *t)
+        let conns = self.timers.first().map(|(t, _)| *t);
+        conns.into_iter().chain(self.sm.next_deadline()).min()
     }
 
     /// Connections the core knows.
@@ -371,6 +378,15 @@ impl Server {
                     );
                     self.with_conn(id, |c, env| c.register_done(now, &iq_id, result, env));
                 }
+                Upcall::SendStanza(bytes) => {
+                    if !self.sm_take(id, &bytes, None) {
+                        self.push_action(Action::Send { conn: id, bytes });
+                    }
+                }
+                Upcall::SmEnable { resume } => self.sm_enable(now, id, resume),
+                Upcall::SmAck(h) => self.sm_ack(id, h),
+                Upcall::SmResume { previd, h } => self.sm_resume(now, id, &previd, h),
+                Upcall::Csi { active } => self.sm_csi(id, active),
             }
         }
     }
@@ -383,6 +399,10 @@ impl Server {
             self.timers.remove(&(t, id));
         }
         if let Some(sid) = conn.session {
+            let (survives, handled) = (conn.c2s.session_survives(), conn.c2s.sm_handled());
+            if self.sm_detach(now, id, sid, survives, handled) {
+                return;
+            }
             self.end_session(now, sid);
         }
     }
@@ -390,6 +410,7 @@ impl Server {
     /// Ends a session: the session-end hooks run while it is still in the router (presence
     /// goes out to whoever saw it), then it leaves.
     fn end_session(&mut self, now: Instant, sid: SessionId) {
+        let owed = self.sm_forget(sid);
         if self.router.session(sid).is_none() {
             return;
         }
@@ -408,6 +429,7 @@ impl Server {
             log::info!("session ended: {}", s.jid);
         }
         self.flush_outbox(now);
+        self.sm_dispose(now, owed);
     }
 
     fn bind(&mut self, now: Instant, id: ConnId, iq_id: &str, resource: Option<String>) {
@@ -499,7 +521,8 @@ impl Server {
 
     /// End of an event-loop turn: one durable commit for all the turn's writes (group commit),
     /// then what was held back is released.
-    pub fn end_turn(&mut self, _now: Instant) {
+    pub fn end_turn(&mut self, now: Instant) {
+        self.sm_end_turn(now);
         self.commit();
     }
 

@@ -271,6 +271,9 @@ impl Server {
         }
         let bytes = e.to_bytes(ns::CLIENT);
         for c in conns {
+            if self.sm_take(*c, &bytes, Some(e)) {
+                continue;
+            }
             if self.is_bound(*c) {
                 self.push_action(Action::Send {
                     conn: *c,
@@ -287,10 +290,11 @@ impl Server {
     }
 
     pub(super) fn reply(&mut self, conn: ConnId, e: &Element) {
-        self.push_action(Action::Send {
-            conn,
-            bytes: e.to_bytes(ns::CLIENT),
-        });
+        let bytes = e.to_bytes(ns::CLIENT);
+        if self.sm_take(conn, &bytes, Some(e)) {
+            return;
+        }
+        self.push_action(Action::Send { conn, bytes });
     }
 
     pub(super) fn refuse(&mut self, conn: ConnId, stanza: &Element, err: StanzaError, from: &str) {
@@ -317,6 +321,9 @@ impl Server {
             for item in items {
                 match item {
                     OutItem::Send(conn, bytes) => {
+                        if self.sm_take(conn, &bytes, None) {
+                            continue;
+                        }
                         if self.is_bound(conn) {
                             self.push_action(Action::Send { conn, bytes });
                         }
