@@ -18,10 +18,11 @@
 //!
 //! When a session ends (the window closes, a clean `</stream:stream>`, a resource conflict,
 //! a stream error, shutdown) its unacknowledged and held stanzas are handled exactly once:
-//! messages take the undeliverable path (offline storage, XEP-0160; what it does not keep and
-//! has a body is refused to its sender), IQ requests are answered to their sender with
-//! `service-unavailable`, presence is dropped (the unavailable presence that the session's
-//! end broadcasts replaces it).
+//! messages that matter (a body, an encrypted payload: `csi::classify` says urgent) take the
+//! undeliverable path (offline storage, XEP-0160; what it does not keep and has a body is
+//! refused to its sender), IQ requests are answered to their sender with
+//! `service-unavailable`; presence, chat states, receipts and PEP events are dropped (the
+//! unavailable presence that the session's end broadcasts replaces the presence).
 //!
 //! Bounds: `[c2s] max_unacked_stanzas` / `max_unacked_bytes` per session. Past either on an
 //! attached session the stream is closed with `policy-violation` and the session handled as
@@ -359,7 +360,9 @@ impl Server {
             StanzaKind::Presence => false,
             StanzaKind::Iq => matches!(e.attr("type"), Some("get" | "set")),
             StanzaKind::Message => {
-                if e.attr("type") == Some("error") {
+                // Errors, and what only mattered then (chat states, receipts, PEP events: what
+                // CSI would hold back), are dropped like presence.
+                if e.attr("type") == Some("error") || csi::classify(&e) != csi::Class::Urgent {
                     return;
                 }
                 let info = Inbound {
@@ -731,6 +734,11 @@ mod tests {
             b,
             "<iq type='get' id='v1' to='alice@localhost/a'><query xmlns='jabber:iq:version'/></iq>",
         );
+        // Stale by then: not kept.
+        h.send(
+            b,
+            "<message to='alice@localhost/a'><received xmlns='urn:xmpp:receipts' id='x'/></message>",
+        );
         h.advance(Duration::from_secs(299));
         assert_eq!(h.take(b), "");
         h.advance(Duration::from_secs(1));
@@ -746,6 +754,7 @@ mod tests {
         assert!(out.contains("<service-unavailable"), "{out}");
         assert_eq!(count(&out, "<message"), 0, "{out}");
         assert_eq!(h.server.sm.detached_count(), 0);
+        assert_eq!(h.server.store.offline_count("alice@localhost").unwrap(), 2);
         // Both messages wait offline, once each.
         let a2 = h.login("alice", "a");
         h.send(a2, "<presence/>");
