@@ -490,6 +490,7 @@ impl Server {
         let Ok(account) = Jid::parse(bare) else {
             return;
         };
+        self.sm_end_detached(now, &account);
         let conns: Vec<ConnId> = self.router.sessions_of(&account).map(|s| s.conn).collect();
         for c in conns {
             self.with_conn(c, |c, env| {

@@ -346,6 +346,7 @@ impl Server {
                         self.route(now, Origin::Server, &from, &to, kind, e);
                     }
                     OutItem::CloseAccount(account, why) => {
+                        self.sm_end_detached(now, &account);
                         let conns: Vec<ConnId> =
                             self.router.sessions_of(&account).map(|s| s.conn).collect();
                         for c in conns {

@@ -81,6 +81,9 @@ pub(super) struct SessionMgmt {
     timers: BTreeSet<(Instant, SessionId)>,
     /// Sessions to look at in `sm_end_turn` (a stanza was queued, or the queue overflowed).
     touched: Vec<SessionId>,
+    /// Where the outbound h starts at `<enable/>` (0; tests start near 2^32 to see the wrap).
+    #[cfg(test)]
+    start_h: u32,
 }
 
 impl SessionMgmt {
@@ -175,7 +178,7 @@ impl Server {
             return;
         }
         let request = queue(m, &batch);
-        if m.out.is_some() || m.overflowed {
+        if (m.out.is_some() || m.overflowed) && self.sm.touched.last() != Some(&sid) {
             self.sm.touched.push(sid);
         }
         if !m.attached {
@@ -205,8 +208,12 @@ impl Server {
             rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
         });
         let c2s = &self.config.c2s;
+        #[cfg(test)]
+        let start = self.sm.start_h;
+        #[cfg(not(test))]
+        let start = 0;
         let out = Outbound::new(
-            0,
+            start,
             c2s.max_unacked_stanzas,
             c2s.max_unacked_bytes,
             REQUEST_EVERY,
@@ -337,15 +344,20 @@ impl Server {
                 owed.len()
             );
         }
+        // A deleted account's session keeps nothing.
+        let exists = matches!(
+            self.store.account_credentials(&jid.to_bare().to_string()),
+            Ok(Some(_))
+        );
         for bytes in owed {
             let Some(e) = parse_element(&bytes) else {
                 continue;
             };
-            self.dispose_one(now, &jid, e);
+            self.dispose_one(now, &jid, e, exists);
         }
     }
 
-    fn dispose_one(&mut self, now: Instant, jid: &Jid, e: Element) {
+    fn dispose_one(&mut self, now: Instant, jid: &Jid, e: Element, exists: bool) {
         let Some(kind) = StanzaKind::of(&e) else {
             return;
         };
@@ -373,7 +385,12 @@ impl Server {
                     from_session: None,
                 };
                 let mut flow = Flow::Continue;
-                for hook in &self.registry.undeliverable {
+                let hooks = if exists {
+                    &self.registry.undeliverable[..]
+                } else {
+                    &[]
+                };
+                for hook in hooks {
                     let mut ctx = Ctx {
                         now,
                         started: self.started,
@@ -529,6 +546,21 @@ impl Server {
             .iter()
             .filter(|(_, m)| !m.attached)
             .map(|(sid, _)| *sid)
+            .collect();
+        for sid in detached {
+            self.end_session(now, sid);
+        }
+    }
+
+    /// Hook where an account's streams are closed (account deleted, password changed): its
+    /// sessions waiting for resumption end too, rather than wait for a `<resume/>` that
+    /// could only come with the new credentials.
+    pub(super) fn sm_end_detached(&mut self, now: Instant, account: &Jid) {
+        let detached: Vec<SessionId> = self
+            .router
+            .sessions_of(account)
+            .map(|s| s.id)
+            .filter(|sid| self.sm.managed.get(sid).is_some_and(|m| !m.attached))
             .collect();
         for sid in detached {
             self.end_session(now, sid);
@@ -775,6 +807,69 @@ mod tests {
         h.drain();
         assert_eq!(h.server.sm.detached_count(), 0);
         assert_eq!(h.server.store.offline_count("alice@localhost").unwrap(), 1);
+    }
+
+    #[test]
+    fn detached_account_kicked_ends_session() {
+        let (mut h, a, b, _id) = setup(Config::default());
+        drop_conn(&mut h, a);
+        h.send(b, &msg("alice@localhost/a", "x"));
+        h.server.handle_control(h.now, "user-del alice@localhost");
+        h.drain();
+        assert_eq!(h.server.sm.detached_count(), 0);
+        let out = h.take(b);
+        assert!(out.contains("type='unavailable'"), "{out}");
+        // No offline storage for an account that is gone: the sender learns it.
+        assert!(out.contains("<service-unavailable"), "{out}");
+        assert_eq!(h.server.store.offline_count("alice@localhost").unwrap(), 0);
+    }
+
+    #[test]
+    fn enabled_h_wraps_at_2_32_across_resumption() {
+        let mut config = Config::default();
+        config.c2s.idle_timeout = Duration::ZERO;
+        let mut h = Harness::with_config(config);
+        h.server.sm.start_h = u32::MAX - 1;
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        let id = enable(&mut h, a);
+        for i in 1..=4 {
+            h.send(b, &msg("alice@localhost/a", &format!("m{i}")));
+        }
+        h.take(a);
+        // Seen: m1 (h = 2^32-1), m2 (h wraps to 0), m3 (h = 1).
+        h.send(a, "<a xmlns='urn:xmpp:sm:3' h='1'/>");
+        assert!(h.closed.is_empty());
+        drop_conn(&mut h, a);
+        let (a2, out) = resume(&mut h, "alice", &id, 1);
+        assert_eq!(count(&out, "<body>"), 1, "{out}");
+        assert!(out.contains("<body>m4</body>"), "{out}");
+        h.send(a2, "<a xmlns='urn:xmpp:sm:3' h='2'/>");
+        h.send(a2, "<a xmlns='urn:xmpp:sm:3' h='3'/>");
+        assert!(
+            h.take(a2).contains("<undefined-condition"),
+            "h=3 was never sent"
+        );
+    }
+
+    #[test]
+    fn enable_before_bind_and_resume_after_bind_fail() {
+        let mut h = Harness::new();
+        let c = authenticate(&mut h, "alice");
+        h.send(c, ENABLE);
+        assert!(
+            h.take(c)
+                .contains("<failed xmlns='urn:xmpp:sm:3'><unexpected-request")
+        );
+        h.send(
+            c,
+            "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+        );
+        assert!(h.take(c).contains("<jid>"));
+        h.send(c, "<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>");
+        assert!(h.take(c).contains("<unexpected-request"));
+        h.send(c, "<a xmlns='urn:xmpp:sm:3' h='x'/>");
+        assert!(h.take(c).contains("<bad-format"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 """Stream management (XEP-0198) seen by slixmpp's xep_0198 plugin: a connection killed without
-</stream:stream> and resumed gets every message sent meanwhile exactly once; a session not
+</stream:stream> and resumed (on the other port) gets every message sent meanwhile exactly once; a session not
 resumed within the window finds its messages offline (and its contacts see it leave); acks are
 counted right in both directions across 1,000 stanzas."""
 from __future__ import annotations
@@ -66,13 +66,16 @@ async def kill(c) -> None:
     await asyncio.wait_for(c.gone.wait(), WAIT)
 
 
-async def resume(srv, c) -> None:
-    """Reconnects the same client object; slixmpp sends <resume/> and waits for <resumed/>."""
+async def resume(srv, c, direct_tls: bool = False) -> None:
+    """Reconnects the same client object (on the direct TLS port if asked, whichever port the
+    session started on); slixmpp sends <resume/> and waits for <resumed/>."""
     resumed = asyncio.Event()
     failed = asyncio.Event()
     c.add_event_handler("session_resumed", lambda _e: resumed.set(), disposable=True)
     c.add_event_handler("sm_failed", lambda _e: failed.set(), disposable=True)
-    c.connect("127.0.0.1", srv.port)
+    c.enable_direct_tls = direct_tls
+    c.enable_starttls = not direct_tls
+    c.connect("127.0.0.1", srv.tls_port if direct_tls else srv.port)
     done, pending = await asyncio.wait(
         {asyncio.ensure_future(resumed.wait()), asyncio.ensure_future(failed.wait())},
         timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
@@ -113,7 +116,8 @@ def test_sm_killed_connection_resumed_gets_every_message_once(request):
                 await settle(bob)
                 # The session is still there: nothing bounced.
                 await none_matching(bob.message_errors, lambda m: True, "an error for a kept session", 0.3)
-                await resume(srv, alice)
+                # Resumed on the other port (direct TLS; the session started with STARTTLS).
+                await resume(srv, alice, direct_tls=True)
                 for i in range(5):
                     await wait_message(alice, f"during {i}")
                 bob.send_message(mto=to, mbody="after", mtype="chat")
