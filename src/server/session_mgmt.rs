@@ -535,6 +535,8 @@ impl Server {
                 });
             }
         }
+        // Whatever ending sessions asked of connections (none today; cheap when empty).
+        self.process(now);
     }
 
     /// Hook at shutdown, after the connections were closed: sessions waiting for
