@@ -26,8 +26,10 @@
 //!
 //! Bounds: `[c2s] max_unacked_stanzas` / `max_unacked_bytes` per session. Past either on an
 //! attached session the stream is closed with `policy-violation` and the session handled as
-//! a dropped connection (it waits for resumption, whose `h` frees the queue); past either on
-//! a detached session the session ends at once (its queue goes to offline storage as above).
+//! a dropped connection (it waits for resumption, whose `h` frees the queue). A detached
+//! session takes up to twice the bounds (so that what arrives while a stalled client
+//! reconnects does not end it); past that the session ends at once (its queue goes to
+//! offline storage as above). So one session holds at most 2 x the bounds.
 //! The CSI queue holds at most `CSI_MAX_HELD` stanzas (then it is flushed, see `stream::csi`).
 
 use std::collections::{BTreeSet, HashMap};
@@ -295,6 +297,9 @@ impl Server {
         }
         m.attached = false;
         m.handled = handled.unwrap_or(0);
+        if let Some(out) = m.out.as_mut() {
+            out.set_headroom(true);
+        }
         // What an inactive client had not been sent yet is as unacknowledged as the rest.
         let held = m.csi.take_all();
         m.csi = Held::new(CSI_MAX_HELD);
@@ -446,6 +451,7 @@ impl Server {
                 c.resume_done(now, Err("undefined-condition"), env)
             });
         }
+        out.set_headroom(false);
         let old = m.conn;
         let was_attached = m.attached;
         let held = m.csi.take_all();
@@ -979,26 +985,32 @@ mod tests {
         assert!(h.closed.contains(&a));
         assert_eq!(h.take(b), "", "no bounce, no unavailable");
         assert_eq!(h.server.sm.detached_count(), 1);
+        // What arrives meanwhile is kept (up to twice the bound while detached).
+        h.send(b, &msg("alice@localhost/a", "m5"));
+        assert_eq!(h.server.sm.detached_count(), 1);
         let (_a2, out) = resume(&mut h, "alice", &id, 2);
         assert!(out.contains("<resumed"), "{out}");
-        assert_eq!(count(&out, "<body>"), 2, "{out}");
+        assert_eq!(count(&out, "<body>"), 3, "{out}");
+        assert!(out.contains("m3<") && out.contains("m4<") && out.contains("m5<"));
     }
 
     #[test]
-    fn detached_past_bound_ends_session_to_offline() {
+    fn detached_past_twice_bound_ends_session_to_offline() {
         let mut config = Config::default();
         config.c2s.max_unacked_stanzas = 3;
         let (mut h, a, b, _id) = setup(config);
         drop_conn(&mut h, a);
-        for i in 1..=4 {
+        for i in 1..=6 {
             h.send(b, &msg("alice@localhost/a", &format!("m{i}")));
         }
+        assert_eq!(h.server.sm.detached_count(), 1, "up to twice the bound");
+        h.send(b, &msg("alice@localhost/a", "m7"));
         let out = h.take(b);
         assert!(out.contains("type='unavailable'"), "{out}");
         assert_eq!(h.server.sm.detached_count(), 0);
         let a2 = h.login("alice", "a");
         h.send(a2, "<presence/>");
-        assert_eq!(count(&h.take(a2), "<body>"), 4);
+        assert_eq!(count(&h.take(a2), "<body>"), 7);
     }
 
     #[test]

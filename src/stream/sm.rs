@@ -10,9 +10,10 @@
 //! `server::session_mgmt`: which session a queue belongs to, detaching, resuming and what
 //! happens to the queue when the session ends.
 //!
-//! Bounds: the queue holds at most `max_stanzas` stanzas and `max_bytes` bytes; `push` past
-//! either returns `Push::Overflow` (the stanza is still queued, so that nothing is lost) and
-//! the caller ends the stream (see `server::session_mgmt`).
+//! Bounds: the queue holds at most `max_stanzas` stanzas and `max_bytes` bytes (twice that
+//! with `set_headroom`, for a session waiting for resumption); `push` past either returns
+//! `Push::Overflow` (the stanza is still queued, so that nothing is lost) and the caller ends
+//! the stream or the session (see `server::session_mgmt`).
 
 use std::collections::VecDeque;
 
@@ -55,6 +56,8 @@ pub struct Outbound {
     max_stanzas: usize,
     max_bytes: usize,
     request_every: u32,
+    /// The bounds are doubled (see `set_headroom`).
+    headroom: bool,
 }
 
 impl Outbound {
@@ -71,7 +74,14 @@ impl Outbound {
             max_stanzas,
             max_bytes,
             request_every: request_every.max(1),
+            headroom: false,
         }
+    }
+
+    /// Doubles the bounds (or restores them): a session whose connection dropped, perhaps
+    /// because its queue was full, still takes what arrives until the client resumes.
+    pub fn set_headroom(&mut self, on: bool) {
+        self.headroom = on;
     }
 
     /// Counts and keeps one stanza that is being sent (or would be, on a detached session).
@@ -80,7 +90,10 @@ impl Outbound {
         self.bytes += stanza.len();
         self.queue.push_back(stanza);
         self.since_request = self.since_request.saturating_add(1);
-        if self.queue.len() > self.max_stanzas || self.bytes > self.max_bytes {
+        let factor = if self.headroom { 2 } else { 1 };
+        if self.queue.len() > self.max_stanzas.saturating_mul(factor)
+            || self.bytes > self.max_bytes.saturating_mul(factor)
+        {
             return Push::Overflow;
         }
         if !self.requested && self.since_request >= self.request_every {
@@ -329,6 +342,20 @@ mod tests {
         assert_eq!(o.push(vec![1]), Push::Queued);
         assert_eq!(o.push(vec![2]), Push::Overflow);
         assert_eq!(o.len(), 3);
+    }
+
+    #[test]
+    fn headroom_doubles_bounds_until_restored() {
+        let mut o = Outbound::new(0, 2, 1000, 100);
+        o.push(vec![0]);
+        o.push(vec![1]);
+        assert_eq!(o.push(vec![2]), Push::Overflow);
+        o.set_headroom(true);
+        assert_eq!(o.push(vec![3]), Push::Queued);
+        assert_eq!(o.push(vec![4]), Push::Overflow, "5 > 2 x 2");
+        o.set_headroom(false);
+        o.ack(4).unwrap();
+        assert_eq!(o.push(vec![5]), Push::Queued);
     }
 
     #[test]

@@ -18,19 +18,21 @@ SM = ("xep_0198",)
 class SmHearth(Hearth):
     """A server with its own resumption window."""
 
-    def __init__(self, resume_timeout_secs: int, **kw):
+    def __init__(self, resume_timeout_secs: int, max_unacked_stanzas: int = 500, **kw):
         self.resume_timeout_secs = resume_timeout_secs
+        self.max_unacked_stanzas = max_unacked_stanzas
         super().__init__(**kw)
 
     def _write_config(self) -> None:
         super()._write_config()
         text = self.config.read_text()
         self.config.write_text(text.replace(
-            "[c2s]\n", f"[c2s]\nresume_timeout_secs = {self.resume_timeout_secs}\n", 1))
+            "[c2s]\n", f"[c2s]\nresume_timeout_secs = {self.resume_timeout_secs}\n"
+            f"max_unacked_stanzas = {self.max_unacked_stanzas}\n", 1))
 
 
-def server(request, resume_timeout_secs: int) -> SmHearth:
-    srv = SmHearth(resume_timeout_secs)
+def server(request, resume_timeout_secs: int, max_unacked_stanzas: int = 500) -> SmHearth:
+    srv = SmHearth(resume_timeout_secs, max_unacked_stanzas)
     for local, pw in USERS.items():
         srv.add_user(local, pw)
     srv.start()
@@ -213,3 +215,38 @@ def test_sm_acks_counted_across_1000_stanzas(request):
             await bob.close()
 
     run(body(), timeout=120)
+
+
+def test_sm_unacked_bound_closes_stream_then_resumable(request):
+    """A client that never acknowledges: past [c2s] max_unacked_stanzas (20 here) the server
+    ends the stream with policy-violation and keeps the session as if the connection had
+    dropped; resuming with slixmpp's h loses nothing and repeats nothing."""
+    srv = server(request, 60, max_unacked_stanzas=20)
+
+    async def body():
+        alice = await sm_login(srv, "alice", "phone")
+        # Deaf to <r/>: slixmpp never sends <a/>.
+        alice.remove_handler("Stream Management Request Ack")
+        try:
+            async with Clients(srv, ("bob", "b")) as (bob,):
+                to = f"{bare('alice')}/phone"
+                for i in range(30):
+                    bob.send_message(mto=to, mbody=f"n{i}", mtype="chat")
+                await asyncio.wait_for(alice.gone.wait(), WAIT)
+                assert "policy-violation" in alice.stream_errors, alice.stream_errors
+                got = bodies(alice.messages)
+                # The stream ended after the 21st unacknowledged stanza (h counts from enable).
+                assert got == [f"n{i}" for i in range(len(got))] and 0 < len(got) < 30, got
+                await settle(bob)
+                await none_matching(bob.message_errors, lambda m: True, "a bounced message", 0.3)
+                await resume(srv, alice)
+                rest = []
+                while len(got) + len(rest) < 30:
+                    rest.append((await asyncio.wait_for(alice.messages.get(), WAIT))["body"])
+                assert got + rest == [f"n{i}" for i in range(30)], (got, rest)
+                await asyncio.sleep(QUIET)
+                assert bodies(alice.messages) == []
+        finally:
+            await alice.close()
+
+    run(body())
