@@ -383,7 +383,7 @@ impl Server {
                         self.push_action(Action::Send { conn: id, bytes });
                     }
                 }
-                Upcall::SmEnable { resume } => self.sm_enable(now, id, resume),
+                Upcall::SmEnable { resume } => self.sm_enable(id, resume),
                 Upcall::SmAck(h) => self.sm_ack(id, h),
                 Upcall::SmResume { previd, h } => self.sm_resume(now, id, &previd, h),
                 Upcall::Csi { active } => self.sm_csi(id, active),

@@ -199,7 +199,7 @@ impl Server {
     }
 
     /// `<enable/>` on a bound stream.
-    pub(super) fn sm_enable(&mut self, now: Instant, conn: ConnId, resume: bool) {
+    pub(super) fn sm_enable(&mut self, conn: ConnId, resume: bool) {
         let Some(sid) = self.conns.get(&conn).and_then(|c| c.session) else {
             return;
         };
@@ -230,7 +230,6 @@ impl Server {
             "{conn:?}: stream management enabled (resumable: {})",
             token.is_some()
         );
-        let _ = now;
         let reply = sm::enabled(token.as_deref().map(|t| (t, window.as_secs())));
         self.push_action(Action::Send {
             conn,
