@@ -34,6 +34,7 @@ use crate::stream::error::{StreamCondition, StreamError};
 
 mod federation;
 mod routing;
+mod session_mgmt;
 
 use federation::{FedOut, Federation};
 
@@ -156,6 +157,8 @@ pub struct Server {
     registration_limiter: RegistrationLimiter,
     /// s2s streams and DNS; `None` when `[s2s] enabled = false`.
     federation: Option<Box<Federation>>,
+    /// Stream management and CSI state of sessions (see `session_mgmt`).
+    sm: session_mgmt::SessionMgmt,
 }
 
 impl Server {
@@ -187,6 +190,7 @@ impl Server {
             held: VecDeque::new(),
             outbox: Outbox::default(),
             registration_limiter: RegistrationLimiter::new(),
+            sm: Default::default(),
         }
     }
 
@@ -298,6 +302,7 @@ impl Server {
                 self.process(now);
             }
         }
+        self.sm_timeout(now);
     }
 
     /// Graceful shutdown: every stream gets `system-shutdown` and a `Close`.
@@ -314,6 +319,7 @@ impl Server {
             });
         }
         self.process(now);
+        self.sm_shutdown(now);
     }
 
     /// A command line from the control socket (see `control`); returns the full reply text.
@@ -351,7 +357,7 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let c2s = self.timers.first().map(|(t, _)| *t);
         let s2s = self.federation.as_ref().and_then(|f| f.poll_timeout());
-        c2s.into_iter().chain(s2s).min()
+        c2s.into_iter().chain(s2s).chain(self.sm.next_deadline()).min()
     }
 
     /// Connections the core knows (c2s only; s2s ones are the federation's).
@@ -460,6 +466,15 @@ impl Server {
                     );
                     self.with_conn(id, |c, env| c.register_done(now, &iq_id, result, env));
                 }
+                Upcall::SendStanza(bytes) => {
+                    if !self.sm_take(id, &bytes, None) {
+                        self.push_action(Action::Send { conn: id, bytes });
+                    }
+                }
+                Upcall::SmEnable { resume } => self.sm_enable(id, resume),
+                Upcall::SmAck(h) => self.sm_ack(id, h),
+                Upcall::SmResume { previd, h } => self.sm_resume(now, id, &previd, h),
+                Upcall::Csi { active } => self.sm_csi(id, active),
             }
         }
     }
@@ -472,6 +487,10 @@ impl Server {
             self.timers.remove(&(t, id));
         }
         if let Some(sid) = conn.session {
+            let (survives, handled) = (conn.c2s.session_survives(), conn.c2s.sm_handled());
+            if self.sm_detach(now, id, sid, survives, handled) {
+                return;
+            }
             self.end_session(now, sid);
         }
     }
@@ -479,6 +498,7 @@ impl Server {
     /// Ends a session: the session-end hooks run while it is still in the router (presence
     /// goes out to whoever saw it), then it leaves.
     fn end_session(&mut self, now: Instant, sid: SessionId) {
+        let owed = self.sm_forget(sid);
         if self.router.session(sid).is_none() {
             return;
         }
@@ -497,6 +517,7 @@ impl Server {
             log::info!("session ended: {}", s.jid);
         }
         self.flush_outbox(now);
+        self.sm_dispose(now, owed);
     }
 
     fn bind(&mut self, now: Instant, id: ConnId, iq_id: &str, resource: Option<String>) {
@@ -557,6 +578,7 @@ impl Server {
         let Ok(account) = Jid::parse(bare) else {
             return;
         };
+        self.sm_end_detached(now, &account);
         let conns: Vec<ConnId> = self.router.sessions_of(&account).map(|s| s.conn).collect();
         for c in conns {
             self.with_conn(c, |c, env| {
@@ -591,7 +613,8 @@ impl Server {
 
     /// End of an event-loop turn: one durable commit for all the turn's writes (group commit),
     /// then what was held back is released.
-    pub fn end_turn(&mut self, _now: Instant) {
+    pub fn end_turn(&mut self, now: Instant) {
+        self.sm_end_turn(now);
         self.commit();
     }
 

@@ -101,6 +101,14 @@ pub struct C2sSettings {
     pub max_auth_failures: u32,
     /// Silence after which an authenticated client is pinged (XEP-0199 later); 0 disables.
     pub idle_timeout: Duration,
+    /// Stream management (XEP-0198): how long a session whose connection dropped waits for
+    /// resumption; 0 disables resumption (acks still work).
+    pub resume_timeout: Duration,
+    /// Stanzas sent to a client and not yet acknowledged (XEP-0198); past it the stream is
+    /// closed (see `server::session_mgmt`).
+    pub max_unacked_stanzas: usize,
+    /// The same bound in bytes.
+    pub max_unacked_bytes: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +250,9 @@ impl Default for Config {
                 auth_failure_delay: Duration::from_secs(1),
                 max_auth_failures: 3,
                 idle_timeout: Duration::from_secs(300),
+                resume_timeout: Duration::from_secs(300),
+                max_unacked_stanzas: 500,
+                max_unacked_bytes: 1024 * 1024,
             },
             s2s: S2sSettings {
                 enabled: false,
@@ -727,6 +738,12 @@ impl Loader<'_> {
                 "idle_timeout_secs" => {
                     c.idle_timeout = Duration::from_secs(self.int(&name, e, 0, Some(MAX_SECS))?);
                 }
+                "resume_timeout_secs" => {
+                    c.resume_timeout =
+                        Duration::from_secs(self.int(&name, e, 0, Some(MAX_SECS))?);
+                }
+                "max_unacked_stanzas" => c.max_unacked_stanzas = self.int(&name, e, 1, None)?,
+                "max_unacked_bytes" => c.max_unacked_bytes = self.int(&name, e, 1, None)?,
                 _ => return Err(self.unknown(&name, e.line)),
             }
         }
@@ -994,6 +1011,7 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
                 auth_failure_delay: Duration::from_millis(1000),
                 max_auth_failures: 3,
                 idle_timeout: Duration::from_secs(300),
+                ..Config::default().c2s
             },
             s2s: S2sSettings {
                 enabled: true,

@@ -334,6 +334,9 @@ impl Server {
         }
         let bytes = e.to_bytes(ns::CLIENT);
         for c in conns {
+            if self.sm_take(*c, &bytes, Some(e)) {
+                continue;
+            }
             if self.is_bound(*c) {
                 self.push_action(Action::Send {
                     conn: *c,
@@ -350,10 +353,11 @@ impl Server {
     }
 
     pub(super) fn reply(&mut self, conn: ConnId, e: &Element) {
-        self.push_action(Action::Send {
-            conn,
-            bytes: e.to_bytes(ns::CLIENT),
-        });
+        let bytes = e.to_bytes(ns::CLIENT);
+        if self.sm_take(conn, &bytes, Some(e)) {
+            return;
+        }
+        self.push_action(Action::Send { conn, bytes });
     }
 
     pub(super) fn refuse(&mut self, conn: ConnId, stanza: &Element, err: StanzaError, from: &str) {
@@ -406,6 +410,9 @@ impl Server {
             for item in items {
                 match item {
                     OutItem::Send(conn, bytes) => {
+                        if self.sm_take(conn, &bytes, None) {
+                            continue;
+                        }
                         if self.is_bound(conn) {
                             self.push_action(Action::Send { conn, bytes });
                         }
@@ -428,6 +435,7 @@ impl Server {
                         self.route(now, Origin::Server, &from, &to, kind, e);
                     }
                     OutItem::CloseAccount(account, why) => {
+                        self.sm_end_detached(now, &account);
                         let conns: Vec<ConnId> =
                             self.router.sessions_of(&account).map(|s| s.conn).collect();
                         for c in conns {

@@ -5,7 +5,10 @@
 //! account, the bound JID), the authentication deadline and failure delays, in-band
 //! registration before authentication (XEP-0077 §3.1, wire rules in `features::register`),
 //! keeping a bound client alive with server pings (XEP-0199 §4.3) and turning parser errors
-//! into stream errors. Leaves to `server`: binding a resource in the router (this module asks
+//! into stream errors, and the stream-level side of stream management (XEP-0198: the
+//! `<sm/>` feature, counting the client's stanzas and answering `<r/>`, passing `<enable/>`,
+//! `<a/>` and `<resume/>` up) and of CSI (XEP-0352: the feature, `<active/>`/`<inactive/>`
+//! passed up). Leaves to `server`: binding a resource in the router (this module asks
 //! with `Upcall::Bind` and pauses until `bind_done`), creating a registered account
 //! (`Upcall::Register`, paused until `register_done`) and routing stanzas once bound
 //! (`Upcall::Stanza`).
@@ -25,7 +28,9 @@ use crate::sasl::{
 use crate::server::{ListenerKind, RandomSource, TlsInfo};
 use crate::stanza::{StanzaCondition, StanzaError, StanzaKind, error_reply};
 use crate::store::Store;
+use crate::stream::csi;
 use crate::stream::error::{StreamCondition, StreamError};
+use crate::stream::sm::{self, ClientSm};
 use crate::xml::{Element, StreamEvent, StreamHeader, StreamParser, XmlLimits, ns};
 
 /// What the connection asks of the server, in order.
@@ -53,6 +58,33 @@ pub enum Upcall {
         account: Jid,
         credentials: Credentials,
     },
+    /// A stanza for the bound client that c2s made itself (a ping, a reply it gives without
+    /// the server): it counts for stream management like any other (`server::session_mgmt`).
+    SendStanza(Vec<u8>),
+    /// XEP-0198 `<enable/>` on a bound stream (c2s now counts the client's stanzas).
+    SmEnable {
+        resume: bool,
+    },
+    /// XEP-0198 `<a h/>` from the client.
+    SmAck(u32),
+    /// XEP-0198 `<resume/>` after authentication, before bind. The connection pauses until
+    /// `C2sConn::resume_done`.
+    SmResume {
+        previd: String,
+        h: u32,
+    },
+    /// XEP-0352 `<active/>` (true) or `<inactive/>` (false).
+    Csi {
+        active: bool,
+    },
+}
+
+/// A successful resumption (XEP-0198 §5), as the server gives it to the new connection.
+pub struct Resumed {
+    pub jid: Jid,
+    pub previd: String,
+    /// Stanzas the old connection had counted from the client: the `h` of `<resumed/>`.
+    pub handled: u32,
 }
 
 /// What a connection may use while handling input.
@@ -118,6 +150,12 @@ pub struct C2sConn {
     ping: Option<Ping>,
     /// Pings sent, for their ids.
     pings_sent: u64,
+    /// XEP-0198: stanzas received from the client since `<enable/>` (mod 2^32); `None` until
+    /// stream management is enabled.
+    sm_in: Option<u32>,
+    /// The stream ended in a way that leaves a resumable session for resumption (a ping
+    /// timeout, an unacknowledged queue past its bound), not by the client's choice.
+    keep_session: bool,
 }
 
 /// An unanswered server ping.
@@ -169,7 +207,53 @@ impl C2sConn {
             last_input: now,
             ping: None,
             pings_sent: 0,
+            sm_in: None,
+            keep_session: false,
         }
+    }
+
+    /// XEP-0198: stanzas handled from the client, once stream management is enabled.
+    pub fn sm_handled(&self) -> Option<u32> {
+        self.sm_in
+    }
+
+    /// Whether a session with resumption enabled outlives this connection: the connection
+    /// dropped (the client never closed it and we did not end the stream) or it ended with
+    /// `fail_keep_session` or a ping timeout. A client's `</stream:stream>`, a conflict or a
+    /// shutdown end the session.
+    pub fn session_survives(&self) -> bool {
+        self.phase != Phase::Closed || self.keep_session
+    }
+
+    /// Like `fail`, but the session stays for resumption as if the connection had dropped.
+    pub fn fail_keep_session(&mut self, err: StreamError, env: &mut Env) {
+        if self.phase != Phase::Closed {
+            self.keep_session = true;
+        }
+        self.fail(err, env);
+    }
+
+    /// The server's answer to `Upcall::SmResume`: on success the stream is bound to the old
+    /// session and `<resumed/>` is queued (the server resends the unacknowledged stanzas after
+    /// it); otherwise `<failed/>` with this stanza error condition, and the client may bind.
+    pub fn resume_done(&mut self, now: Instant, result: Result<Resumed, &str>, env: &mut Env) {
+        if self.phase != Phase::BindPending {
+            return;
+        }
+        self.phase = Phase::Open;
+        match result {
+            Ok(r) => {
+                let e = sm::resumed(&r.previd, r.handled);
+                env.out.push(Upcall::Send(e.to_bytes(ns::CLIENT)));
+                self.bound = Some(r.jid);
+                self.sm_in = Some(r.handled);
+                self.last_input = now;
+                let idle = env.config.c2s.idle_timeout;
+                self.deadline = (!idle.is_zero()).then(|| now + idle);
+            }
+            Err(cond) => send_nonza(env, &sm::failed(cond)),
+        }
+        self.pump(now, env);
     }
 
     /// The bound full JID, once bound.
@@ -274,7 +358,8 @@ impl C2sConn {
         }
         if let Some(p) = &self.ping {
             if now >= p.deadline {
-                return self.fail(
+                // A dead link, not a client's decision: a resumable session waits for it.
+                return self.fail_keep_session(
                     StreamError::with_text(
                         StreamCondition::ConnectionTimeout,
                         "no answer to a ping",
@@ -300,7 +385,7 @@ impl C2sConn {
             .with_attr("to", &jid.to_string())
             .with_attr("from", domain)
             .with_child(Element::new("ping", ns::PING));
-        send_element(env, &iq);
+        env.out.push(Upcall::SendStanza(iq.to_bytes(ns::CLIENT)));
         let deadline = now + ping_timeout(idle);
         self.ping = Some(Ping { deadline });
         self.deadline = Some(deadline);
@@ -530,6 +615,9 @@ impl C2sConn {
                 Element::new("session", ns::SESSION)
                     .with_child(Element::new("optional", ns::SESSION)),
             );
+            // XEP-0198 (resumption is asked for here, before bind) and XEP-0352.
+            f.push(sm::feature());
+            f.push(Element::new("csi", csi::NS_CSI));
             for make in &env.registry.stream_features {
                 if let Some(e) = make(env.registry, env.config) {
                     f.push(e);
@@ -799,6 +887,16 @@ impl C2sConn {
     }
 
     fn handle_pre_bind(&mut self, e: Element, env: &mut Env) {
+        match ClientSm::parse(&e) {
+            None => {}
+            Some(ClientSm::Resume { previd, h }) => {
+                self.phase = Phase::BindPending;
+                env.out.push(Upcall::SmResume { previd, h });
+                return;
+            }
+            // XEP-0198 §3: enabling needs a bound resource.
+            Some(_) => return send_nonza(env, &sm::failed("unexpected-request")),
+        }
         if e.is("iq", ns::CLIENT) && e.attr("type") == Some("set") {
             if let Some(bind) = e.child("bind", ns::BIND) {
                 let iq_id = e.attr("id").unwrap_or_default().to_owned();
@@ -818,11 +916,24 @@ impl C2sConn {
         let Some(jid) = &self.bound else {
             return;
         };
+        if let Some(m) = ClientSm::parse(&e) {
+            return self.handle_sm(m, env);
+        }
+        if e.ns == csi::NS_CSI && matches!(e.name.as_str(), "active" | "inactive") {
+            env.out.push(Upcall::Csi {
+                active: e.name == "active",
+            });
+            return;
+        }
         if StanzaKind::of(&e).is_none() {
             return self.fail(
                 StreamError::new(StreamCondition::UnsupportedStanzaType),
                 env,
             );
+        }
+        if let Some(h) = &mut self.sm_in {
+            // XEP-0198 §4: every stanza counts, whatever becomes of it; h wraps at 2^32.
+            *h = h.wrapping_add(1);
         }
         if self.is_ping_answer(&e) {
             return;
@@ -837,7 +948,7 @@ impl C2sConn {
             let domain = self.domain.clone().unwrap_or_default();
             let to_server = e.attr("to").is_none_or(|t| t == domain);
             if to_server {
-                send_element(env, &crate::stanza::iq_result(&e, &domain));
+                send_stanza(env, &crate::stanza::iq_result(&e, &domain));
                 return;
             }
         }
@@ -846,11 +957,32 @@ impl C2sConn {
             if let Some(r) =
                 error_reply(&e, &StanzaError::new(StanzaCondition::BadRequest), &domain)
             {
-                send_element(env, &r);
+                send_stanza(env, &r);
             }
             return;
         }
         env.out.push(Upcall::Stanza(e));
+    }
+
+    /// XEP-0198 elements on a bound stream.
+    fn handle_sm(&mut self, m: ClientSm, env: &mut Env) {
+        match (m, self.sm_in) {
+            (ClientSm::Enable { resume }, None) => {
+                self.sm_in = Some(0);
+                env.out.push(Upcall::SmEnable { resume });
+            }
+            (ClientSm::Request, Some(h)) => send_nonza(env, &sm::answer(h)),
+            (ClientSm::Ack(h), Some(_)) => env.out.push(Upcall::SmAck(h)),
+            (ClientSm::Malformed, _) => self.fail(
+                StreamError::with_text(
+                    StreamCondition::BadFormat,
+                    "malformed stream management element",
+                ),
+                env,
+            ),
+            // Enabling twice, resuming once bound, acks or requests before enabling.
+            _ => send_nonza(env, &sm::failed("unexpected-request")),
+        }
     }
 }
 
@@ -868,6 +1000,16 @@ impl C2sConn {
 }
 
 fn send_element(env: &mut Env, e: &Element) {
+    env.out.push(Upcall::Send(e.to_bytes(ns::CLIENT)));
+}
+
+/// A stanza to the bound client (counted by stream management).
+fn send_stanza(env: &mut Env, e: &Element) {
+    env.out.push(Upcall::SendStanza(e.to_bytes(ns::CLIENT)));
+}
+
+/// A stream-level element that is not a stanza (XEP-0198's "nonza"): never counted.
+fn send_nonza(env: &mut Env, e: &Element) {
     env.out.push(Upcall::Send(e.to_bytes(ns::CLIENT)));
 }
 
