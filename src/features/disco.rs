@@ -54,7 +54,11 @@ fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     Ok(Some(q))
 }
 
-fn items(_ctx: &mut Ctx, req: &IqRequest) -> IqResult {
+fn items(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
+    // An account lists its PEP nodes (XEP-0163), those the asker may read.
+    if req.to.local().is_some() {
+        return super::pep::disco_items(ctx, req);
+    }
     if req.payload.attr("node").is_some() {
         return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }

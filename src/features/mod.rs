@@ -16,6 +16,7 @@ pub mod datetime;
 pub mod disco;
 pub mod last;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
@@ -261,6 +262,8 @@ impl Registry {
         presence::register(&mut r);
         register::register(&mut r);
         caps::register(&mut r);
+        // Last: its inbound hook only watches presence the others let through.
+        pep::register(&mut r);
         r
     }
 
