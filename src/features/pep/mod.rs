@@ -219,7 +219,7 @@ pub fn publish_item(
     let mut n = match node::load(ctx.store, &account, name)? {
         Some(n) => {
             if let Some(o) = options {
-                if !n.config.satisfies(o) {
+                if !n.config.satisfies(o, ctx.config.pep.max_items) {
                     return Err(pubsub_error(
                         StanzaCondition::Conflict,
                         "precondition-not-met",
@@ -232,7 +232,7 @@ pub fn publish_item(
             let mut config = NodeConfig::default();
             if let Some(o) = options {
                 config
-                    .apply(o)
+                    .apply(o, ctx.config.pep.max_items)
                     .map_err(|_| pubsub_error(StanzaCondition::Conflict, "precondition-not-met"))?;
             }
             Node::new(name, config)
@@ -253,7 +253,7 @@ pub fn publish_item(
         None => generated_id(&n, payload),
     };
     node::put_item(ctx.store, &account, &mut n, &id, payload)?;
-    node::save(ctx.store, &account, &n)?;
+    node::save(ctx.store, &account, &n, ctx.config.pep.max_nodes)?;
     let child = notify::items_element(NS_EVENT, name, &[(id.clone(), payload.clone())]);
     notify::broadcast(ctx, owner, name, n.config.access, &child);
     if convert {
@@ -313,7 +313,7 @@ pub fn retract_items(
     if gone.is_empty() {
         return Err(item_not_found());
     }
-    node::save(ctx.store, &account, &n)?;
+    node::save(ctx.store, &account, &n, ctx.config.pep.max_nodes)?;
     if notify {
         let mut items = Element::new("items", NS_EVENT).with_attr("node", name);
         for id in gone {
@@ -373,10 +373,10 @@ fn owner_set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
                 return Ok(None);
             }
             n.config
-                .apply(&node::form_fields(x))
+                .apply(&node::form_fields(x), ctx.config.pep.max_items)
                 .map_err(|t| StanzaError::with_text(StanzaCondition::NotAcceptable, &t))?;
             node::trim(ctx.store, &account, &mut n)?;
-            node::save(ctx.store, &account, &n)
+            node::save(ctx.store, &account, &n, ctx.config.pep.max_nodes)
         }
         "delete" => {
             node::delete(ctx.store, &account, &n)?;
@@ -391,7 +391,7 @@ fn owner_set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
             for id in n.ids.clone() {
                 node::remove_item(ctx.store, &account, &mut n, &id)?;
             }
-            node::save(ctx.store, &account, &n)?;
+            node::save(ctx.store, &account, &n, ctx.config.pep.max_nodes)?;
             let child = Element::new("purge", NS_EVENT).with_attr("node", name);
             notify::broadcast(ctx, req.to, name, n.config.access, &child);
             if name == bookmarks::NS_BOOKMARKS {

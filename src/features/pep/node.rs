@@ -19,12 +19,9 @@ const NS_STORED: &str = "urn:hearth:pep";
 
 const KEY_NODES: &str = "pep-nodes";
 
-/// Most nodes one account keeps (OMEMO's legacy layout takes one per device); creating one
-/// more is refused with `resource-constraint`.
-pub const MAX_NODES: usize = 256;
-/// What `pubsub#max_items` = `max` means, and the most any node keeps: past it the oldest
-/// item is dropped on publish.
-pub const MAX_ITEMS: usize = 1000;
+// Bounds from `[pep]` (config::PepSettings): `max_nodes` per account (one more is refused
+// with `resource-constraint`), `max_items` per node (what `max` means; past a node's
+// `max_items` the oldest item is dropped on publish).
 /// Longest node name or item id accepted.
 pub const MAX_NAME_BYTES: usize = 1024;
 
@@ -87,7 +84,7 @@ impl SendLast {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
     pub access: Access,
-    /// 1..=MAX_ITEMS.
+    /// 1..=`[pep] max_items`.
     pub max_items: usize,
     pub persist: bool,
     pub send_last: SendLast,
@@ -118,7 +115,7 @@ impl NodeConfig {
     /// Applies the known fields of a submitted form; unknown fields are ignored (clients send
     /// e.g. `pubsub#deliver_payloads` that PEP always honours). An invalid value of a known
     /// field is an error naming it.
-    pub fn apply(&mut self, fields: &[(String, Vec<String>)]) -> Result<(), String> {
+    pub fn apply(&mut self, fields: &[(String, Vec<String>)], max: usize) -> Result<(), String> {
         for (var, values) in fields {
             let v = values.first().map(String::as_str).unwrap_or("");
             let bad = || format!("unsupported value for {var}");
@@ -126,10 +123,10 @@ impl NodeConfig {
                 "pubsub#access_model" => self.access = Access::parse(v).ok_or_else(bad)?,
                 "pubsub#max_items" => {
                     self.max_items = if v == "max" {
-                        MAX_ITEMS
+                        max
                     } else {
                         match v.parse::<usize>() {
-                            Ok(n) if (1..=MAX_ITEMS).contains(&n) => n,
+                            Ok(n) if (1..=max).contains(&n) => n,
                             _ => return Err(bad()),
                         }
                     }
@@ -146,10 +143,10 @@ impl NodeConfig {
     }
 
     /// XEP-0060 §7.1.5: whether publish-options hold for this node: each known option must
-    /// equal the node's setting (`max` equals MAX_ITEMS).
-    pub fn satisfies(&self, fields: &[(String, Vec<String>)]) -> bool {
+    /// equal the node's setting (`max` equals `max`, the configured bound).
+    pub fn satisfies(&self, fields: &[(String, Vec<String>)], max: usize) -> bool {
         let mut wanted = self.clone();
-        wanted.apply(fields).is_ok() && wanted == *self
+        wanted.apply(fields, max).is_ok() && wanted == *self
     }
 
     /// The §8.2 configuration form (`form` to fill in, or `result`).
@@ -336,12 +333,17 @@ pub fn load(store: &dyn Store, account: &str, name: &str) -> Result<Option<Node>
     }
 }
 
-/// Stores a node; a new one joins the index (refused past MAX_NODES).
-pub fn save(store: &mut dyn Store, account: &str, node: &Node) -> Result<(), StanzaError> {
+/// Stores a node; a new one joins the index (refused past `max_nodes`).
+pub fn save(
+    store: &mut dyn Store,
+    account: &str,
+    node: &Node,
+    max_nodes: usize,
+) -> Result<(), StanzaError> {
     let key = node_key(&node.name);
     if store.kv_get(account, &key).map_err(internal)?.is_none() {
         let mut all = names(store, account)?;
-        if all.len() >= MAX_NODES {
+        if all.len() >= max_nodes {
             return Err(StanzaError::with_text(
                 StanzaCondition::ResourceConstraint,
                 "too many PEP nodes",
@@ -452,19 +454,29 @@ mod tests {
             .collect()
     }
 
+    const MAX_ITEMS: usize = 1000;
+    const MAX_NODES: usize = 256;
+
     #[test]
     fn options_max_equals_stored_max_and_number() {
         let mut c = NodeConfig::default();
-        c.apply(&fields(&[("pubsub#max_items", "max")])).unwrap();
+        c.apply(&fields(&[("pubsub#max_items", "max")]), MAX_ITEMS)
+            .unwrap();
         assert_eq!(c.max_items, MAX_ITEMS);
-        assert!(c.satisfies(&fields(&[("pubsub#max_items", "max")])));
-        assert!(c.satisfies(&fields(&[("pubsub#max_items", &MAX_ITEMS.to_string())])));
-        assert!(!c.satisfies(&fields(&[("pubsub#max_items", "1")])));
-        assert!(c.satisfies(&fields(&[("pubsub#persist_items", "true")])));
-        assert!(!c.satisfies(&fields(&[("pubsub#persist_items", "0")])));
-        assert!(!c.satisfies(&fields(&[("pubsub#access_model", "authorize")])));
-        assert!(c.satisfies(&fields(&[("pubsub#deliver_payloads", "1")])));
-        assert!(c.apply(&fields(&[("pubsub#max_items", "0")])).is_err());
+        assert!(c.satisfies(&fields(&[("pubsub#max_items", "max")]), MAX_ITEMS));
+        assert!(c.satisfies(
+            &fields(&[("pubsub#max_items", &MAX_ITEMS.to_string())]),
+            MAX_ITEMS
+        ));
+        assert!(!c.satisfies(&fields(&[("pubsub#max_items", "1")]), MAX_ITEMS));
+        assert!(c.satisfies(&fields(&[("pubsub#persist_items", "true")]), MAX_ITEMS));
+        assert!(!c.satisfies(&fields(&[("pubsub#persist_items", "0")]), MAX_ITEMS));
+        assert!(!c.satisfies(&fields(&[("pubsub#access_model", "authorize")]), MAX_ITEMS));
+        assert!(c.satisfies(&fields(&[("pubsub#deliver_payloads", "1")]), MAX_ITEMS));
+        assert!(
+            c.apply(&fields(&[("pubsub#max_items", "0")]), MAX_ITEMS)
+                .is_err()
+        );
     }
 
     #[test]
@@ -478,7 +490,7 @@ mod tests {
         }
         assert_eq!(n.ids, ["2", "3"]);
         assert!(item(&s, a, "urn:x", "1").unwrap().is_none());
-        save(&mut s, a, &n).unwrap();
+        save(&mut s, a, &n, MAX_NODES).unwrap();
         assert_eq!(load(&s, a, "urn:x").unwrap(), Some(n.clone()));
         assert_eq!(names(&s, a).unwrap(), ["urn:x"]);
         delete(&mut s, a, &n).unwrap();
@@ -496,12 +508,25 @@ mod tests {
                 &mut s,
                 a,
                 &Node::new(&format!("n{i}"), NodeConfig::default()),
+                MAX_NODES,
             )
             .unwrap();
         }
-        let err = save(&mut s, a, &Node::new("more", NodeConfig::default())).unwrap_err();
+        let err = save(
+            &mut s,
+            a,
+            &Node::new("more", NodeConfig::default()),
+            MAX_NODES,
+        )
+        .unwrap_err();
         assert_eq!(err.condition, StanzaCondition::ResourceConstraint);
         // Saving an existing one again is fine.
-        save(&mut s, a, &Node::new("n0", NodeConfig::default())).unwrap();
+        save(
+            &mut s,
+            a,
+            &Node::new("n0", NodeConfig::default()),
+            MAX_NODES,
+        )
+        .unwrap();
     }
 }

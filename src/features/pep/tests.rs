@@ -533,7 +533,10 @@ fn owner_configure_get_and_set_form() {
     let out = h.take(a);
     assert!(out.contains("<value>open</value>"), "{out}");
     assert!(
-        out.contains(&format!("<value>{}</value>", node::MAX_ITEMS)),
+        out.contains(&format!(
+            "<value>{}</value>",
+            crate::config::Config::default().pep.max_items
+        )),
         "{out}"
     );
     // Only the owner configures.
