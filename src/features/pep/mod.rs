@@ -404,8 +404,8 @@ fn owner_set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     Ok(None)
 }
 
-/// disco#items to an account (XEP-0163 §... / XEP-0060 §5.2): its nodes the asker may read;
-/// with a node, that node's item ids (§5.5).
+/// disco#items to an account (XEP-0060 §5.2): its nodes the asker may read; with a node,
+/// that node's item ids (§5.5).
 pub fn disco_items(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     let account = req.to.to_string();
     let asker = req.from.to_bare();

@@ -819,3 +819,47 @@ fn stranger_cannot_publish_on_owner_account() {
     );
     assert!(h.take(b).contains("<forbidden"));
 }
+
+#[test]
+fn node_and_item_size_bounds_from_config() {
+    let mut config = crate::config::Config::default();
+    config.pep.max_nodes = 2;
+    config.pep.max_items = 3;
+    let mut h = Harness::with_config(config);
+    let a = online(&mut h, "alice", "a", &NOTIFY);
+    for n in ["urn:x:1", "urn:x:2"] {
+        let out = publish(&mut h, a, n, "<item id='1'><x xmlns='urn:x'/></item>", "");
+        assert!(out.contains("type='result'"), "{out}");
+    }
+    let out = publish(
+        &mut h,
+        a,
+        "urn:x:3",
+        "<item id='1'><x xmlns='urn:x'/></item>",
+        "",
+    );
+    assert!(out.contains("<resource-constraint"), "{out}");
+    // `max` is the configured bound; more than it is refused.
+    let out = publish(
+        &mut h,
+        a,
+        "urn:x:1",
+        "<item id='2'><x xmlns='urn:x'/></item>",
+        &field("pubsub#max_items", "4"),
+    );
+    assert!(out.contains("<precondition-not-met"), "{out}");
+    // An item that could not be sent back in one stanza is refused.
+    let big = "y".repeat(crate::config::Config::default().limits.max_stanza_bytes - 600);
+    let out = publish(
+        &mut h,
+        a,
+        "urn:x:1",
+        &format!("<item id='big'><x xmlns='urn:x'>{big}</x></item>"),
+        "",
+    );
+    assert!(
+        out.contains("<not-acceptable"),
+        "{}",
+        &out[..200.min(out.len())]
+    );
+}
