@@ -216,6 +216,23 @@ fn existing_node_conflicting_options_precondition_not_met() {
         "><item id='2'/></items>",
     );
     assert!(!got.contains("<item id='2'"), "{got}");
+    // What Conversations does next: configure the node as wanted, then publish again.
+    h.send(
+        a,
+        &format!(
+            "<iq type='set' id='cfg'><pubsub xmlns='{NS_OWNER}'><configure node='urn:x:n'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{}</value></field>{white}</x></configure></pubsub></iq>",
+            node::NS_NODE_CONFIG
+        ),
+    );
+    assert!(h.take(a).contains("type='result'"));
+    let out = publish(
+        &mut h,
+        a,
+        "urn:x:n",
+        "<item id='2'><x xmlns='urn:x'/></item>",
+        &white,
+    );
+    assert!(out.contains("type='result'"), "{out}");
 }
 
 #[test]
