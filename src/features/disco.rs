@@ -21,7 +21,11 @@ fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     // same information.
     let node = req.payload.attr("node");
     if let Some(n) = node {
-        if req.to.local().is_some() || !caps::is_caps_node(req.disco, ctx.config, n) {
+        // A PEP node of an account (XEP-0060 §5.3).
+        if req.to.local().is_some() {
+            return super::pep::node_info(ctx, req, n);
+        }
+        if !caps::is_caps_node(req.disco, ctx.config, n) {
             return Err(StanzaError::new(StanzaCondition::ItemNotFound));
         }
     }

@@ -404,6 +404,38 @@ fn owner_set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     Ok(None)
 }
 
+/// disco#info about one of an account's nodes (XEP-0060 §5.3), for those who may read it:
+/// a leaf node, with its metadata.
+pub fn node_info(ctx: &mut Ctx, req: &IqRequest, name: &str) -> IqResult {
+    let n = readable(ctx, req, name)?;
+    let field = |var: &str, value: &str| {
+        Element::new("field", node::NS_DATA)
+            .with_attr("var", var)
+            .with_child(Element::new("value", node::NS_DATA).with_text(value))
+    };
+    let form = Element::new("x", node::NS_DATA)
+        .with_attr("type", "result")
+        .with_child(
+            field("FORM_TYPE", "http://jabber.org/protocol/pubsub#meta-data")
+                .with_attr("type", "hidden"),
+        )
+        .with_child(field("pubsub#type", "leaf"))
+        .with_child(field("pubsub#owner", &req.to.to_string()))
+        .with_child(field("pubsub#access_model", n.config.access.name()))
+        .with_child(field("pubsub#max_items", &n.config.max_items.to_string()));
+    Ok(Some(
+        Element::new("query", ns::DISCO_INFO)
+            .with_attr("node", name)
+            .with_child(
+                Element::new("identity", ns::DISCO_INFO)
+                    .with_attr("category", "pubsub")
+                    .with_attr("type", "leaf"),
+            )
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", NS_PUBSUB))
+            .with_child(form),
+    ))
+}
+
 /// disco#items to an account (XEP-0060 §5.2): its nodes the asker may read; with a node,
 /// that node's item ids (§5.5).
 pub fn disco_items(ctx: &mut Ctx, req: &IqRequest) -> IqResult {

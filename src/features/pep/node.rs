@@ -36,7 +36,7 @@ pub enum Access {
 }
 
 impl Access {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Access::Open => "open",
             Access::Presence => "presence",

@@ -880,3 +880,28 @@ fn node_and_item_size_bounds_from_config() {
         &out[..200.min(out.len())]
     );
 }
+
+#[test]
+fn node_disco_info_for_readers_only() {
+    let (mut h, a, b) = pair();
+    let c = online(&mut h, "carol", "c", &NOTIFY);
+    publish(
+        &mut h,
+        a,
+        "urn:x:n",
+        "<item id='1'><x xmlns='urn:x'/></item>",
+        "",
+    );
+    let q = "<iq type='get' id='i' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='urn:x:n'/></iq>";
+    h.send(b, q);
+    let out = h.take(b);
+    assert!(
+        out.contains("<identity category='pubsub' type='leaf'/>"),
+        "{out}"
+    );
+    assert!(out.contains("<value>presence</value>"), "{out}");
+    h.send(c, q);
+    assert!(h.take(c).contains("<not-authorized"));
+    h.send(b, &q.replace("urn:x:n", "urn:x:none"));
+    assert!(h.take(b).contains("<item-not-found"));
+}
