@@ -2,8 +2,8 @@
 //! publish-options (§7.1.5), and how it and its items are stored.
 //!
 //! Owns: the stored layout. Per account, kv "pep-nodes" lists the node names (one a line),
-//! kv "pep-node:{node}" holds the node's configuration and its item ids oldest first (an
-//! `<node/>` element), and kv "pep-item:{node}\n{id}" holds one item's payload. Reading one
+//! kv "pep-node:{node}" holds the node's configuration and its item ids oldest first (plain
+//! text lines), and kv "pep-item:{node}\n{id}" holds one item's payload. Reading one
 //! item or one node never loads the others. Names and ids with a line break are refused.
 
 use crate::features::roster::internal;
@@ -15,7 +15,6 @@ use crate::xml::{Element, ns};
 pub const NS_DATA: &str = "jabber:x:data";
 pub const NS_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
 pub const NS_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
-const NS_STORED: &str = "urn:hearth:pep";
 
 const KEY_NODES: &str = "pep-nodes";
 
@@ -246,38 +245,42 @@ impl Node {
         self.ids.last().map(String::as_str)
     }
 
+    /// One line of settings ("access max persist last retract seq"), then one id a line:
+    /// plain text, since a large node is rewritten on every publish.
     fn encode(&self) -> Vec<u8> {
         let c = &self.config;
-        let mut e = Element::new("node", NS_STORED)
-            .with_attr("access", c.access.name())
-            .with_attr("max", &c.max_items.to_string())
-            .with_attr("persist", if c.persist { "1" } else { "0" })
-            .with_attr("last", c.send_last.name())
-            .with_attr("retract", if c.notify_retract { "1" } else { "0" })
-            .with_attr("seq", &self.seq.to_string());
+        let mut s = format!(
+            "{} {} {} {} {} {}",
+            c.access.name(),
+            c.max_items,
+            u8::from(c.persist),
+            c.send_last.name(),
+            u8::from(c.notify_retract),
+            self.seq
+        );
         for id in &self.ids {
-            e.push_child(Element::new("i", NS_STORED).with_attr("id", id));
+            s.push('\n');
+            s.push_str(id);
         }
-        e.to_bytes(ns::CLIENT)
+        s.into_bytes()
     }
 
     fn decode(name: &str, bytes: &[u8]) -> Option<Node> {
-        let e = parse_element(bytes)?;
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.split('\n');
+        let mut f = lines.next()?.split(' ');
         let config = NodeConfig {
-            access: Access::parse(e.attr("access")?)?,
-            max_items: e.attr("max")?.parse().ok()?,
-            persist: e.attr("persist")? == "1",
-            send_last: SendLast::parse(e.attr("last")?)?,
-            notify_retract: e.attr("retract")? == "1",
+            access: Access::parse(f.next()?)?,
+            max_items: f.next()?.parse().ok()?,
+            persist: f.next()? == "1",
+            send_last: SendLast::parse(f.next()?)?,
+            notify_retract: f.next()? == "1",
         };
         Some(Node {
             name: name.to_owned(),
             config,
-            seq: e.attr("seq")?.parse().ok()?,
-            ids: e
-                .child_elements()
-                .filter_map(|i| i.attr("id").map(str::to_owned))
-                .collect(),
+            seq: f.next()?.parse().ok()?,
+            ids: lines.map(str::to_owned).collect(),
         })
     }
 }

@@ -905,3 +905,48 @@ fn node_disco_info_for_readers_only() {
     h.send(b, &q.replace("urn:x:n", "urn:x:none"));
     assert!(h.take(b).contains("<item-not-found"));
 }
+
+/// A measurement, not a check: `cargo test --release --lib bench_publish -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn bench_publish_1000_and_fetch_all() {
+    let (mut h, a, b) = pair();
+    let opts = field("pubsub#max_items", "max");
+    let t = std::time::Instant::now();
+    for i in 0..1000 {
+        publish(
+            &mut h,
+            a,
+            "urn:x:watched",
+            &format!(
+                "<item id='i{i}'><x xmlns='urn:x'>{}</x></item>",
+                "z".repeat(200)
+            ),
+            &opts,
+        );
+        h.take(b);
+    }
+    let pubs = t.elapsed();
+    let t1 = std::time::Instant::now();
+    for i in 0..1000 {
+        publish(
+            &mut h,
+            a,
+            "urn:x:one",
+            &format!(
+                "<item id='i{i}'><x xmlns='urn:x'>{}</x></item>",
+                "z".repeat(200)
+            ),
+            "",
+        );
+    }
+    eprintln!("1000 publishes on a 1-item node: {:?}", t1.elapsed());
+    let t = std::time::Instant::now();
+    let got = items(&mut h, b, "alice@localhost", "urn:x:watched", "/>");
+    eprintln!(
+        "1000 publishes (each notifying 2 resources): {pubs:?}; fetch all 1000: {:?}, {} bytes",
+        t.elapsed(),
+        got.len()
+    );
+}
