@@ -66,6 +66,8 @@ pub struct Router {
     sessions: HashMap<SessionId, Box<Session>>,
     by_account: HashMap<Jid, Vec<SessionId>>,
     next_id: u64,
+    /// PEP's in-memory state (contacts' caps, who gets notifications); not stored.
+    pub pep: crate::features::pep::PepState,
 }
 
 /// The outcome of binding.

@@ -151,6 +151,9 @@ pub struct StanzaError {
     pub condition: StanzaCondition,
     pub error_type: ErrorType,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.3.2), e.g. XEP-0060's
+    /// `<precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>`.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -159,6 +162,7 @@ impl StanzaError {
             condition,
             error_type: condition.default_type(),
             text: None,
+            app: None,
         }
     }
 
@@ -169,6 +173,12 @@ impl StanzaError {
         }
     }
 
+    /// Adds an application-specific condition element.
+    pub fn with_app(mut self, app: Element) -> StanzaError {
+        self.app = Some(Box::new(app));
+        self
+    }
+
     /// The `<error/>` child element.
     pub fn to_element(&self) -> Element {
         let mut e = Element::new("error", ns::CLIENT)
@@ -176,6 +186,9 @@ impl StanzaError {
             .with_child(Element::new(self.condition.name(), ns::STANZA_ERRORS));
         if let Some(t) = &self.text {
             e.push_child(Element::new("text", ns::STANZA_ERRORS).with_text(t));
+        }
+        if let Some(app) = &self.app {
+            e.push_child((**app).clone());
         }
         e
     }

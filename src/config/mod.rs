@@ -208,6 +208,15 @@ pub struct ArchiveSettings {
     pub max_messages: u64,
 }
 
+/// PEP (XEP-0163) bounds (`[pep]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PepSettings {
+    /// Items one node keeps at most; what `pubsub#max_items` = `max` means.
+    pub max_items: usize,
+    /// Nodes one account keeps at most (OMEMO's legacy layout takes one per device).
+    pub max_nodes: usize,
+}
+
 /// The XEP-0157 fields an operator may publish.
 pub const CONTACT_FIELDS: [&str; 7] = [
     "abuse", "admin", "feedback", "sales", "security", "status", "support",
@@ -228,6 +237,7 @@ pub struct Config {
     pub storage: StorageSettings,
     pub registration: RegistrationSettings,
     pub archive: ArchiveSettings,
+    pub pep: PepSettings,
     /// Contact addresses (XEP-0157): (field, addresses), fields from `CONTACT_FIELDS`.
     pub contact_addresses: Vec<(String, Vec<String>)>,
     /// `log` level filter unless RUST_LOG is set ("error", "warn", "info", "debug", "trace").
@@ -294,6 +304,10 @@ impl Default for Config {
                 enabled: true,
                 max_age: None,
                 max_messages: 10_000,
+            },
+            pep: PepSettings {
+                max_items: 1000,
+                max_nodes: 256,
             },
             contact_addresses: Vec::new(),
             log_level: "info".to_owned(),
@@ -491,6 +505,7 @@ impl Loader<'_> {
                         }
                     }
                 }
+                "pep" => self.pep(self.table("pep", e)?, &mut c.pep)?,
                 "contact_addresses" => {
                     for e in self.table("contact_addresses", e)?.entries() {
                         let name = format!("contact_addresses.{}", e.key);
@@ -516,6 +531,17 @@ impl Loader<'_> {
             ));
         }
         Ok(c)
+    }
+
+    fn pep(&self, t: &Table, p: &mut PepSettings) -> Result<(), ConfigError> {
+        for e in t.entries() {
+            match e.key.as_str() {
+                "max_items" => p.max_items = self.int("pep.max_items", e, 1, Some(100_000))?,
+                "max_nodes" => p.max_nodes = self.int("pep.max_nodes", e, 1, Some(10_000))?,
+                k => return Err(self.unknown(&format!("pep.{k}"), e.line)),
+            }
+        }
+        Ok(())
     }
 
     fn table<'t>(&self, name: &str, e: &'t Entry) -> Result<&'t Table, ConfigError> {
@@ -990,6 +1016,14 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
     }
 
     #[test]
+    fn pep_table_sets_bounds_and_refuses_unknown_and_zero() {
+        let c = parse("[pep]\nmax_items = 50\nmax_nodes = 9\n");
+        assert_eq!((c.pep.max_items, c.pep.max_nodes), (50, 9));
+        assert!(err("[pep]\nmax_item = 5\n").contains("pep.max_item"));
+        assert!(err("[pep]\nmax_items = 0\n").contains("pep.max_items"));
+    }
+
+    #[test]
     fn example_file_parses_to_expected_config() {
         let c = parse(EXAMPLE);
         let any6 = |port| SocketAddr::from(([0u16; 8], port));
@@ -1048,6 +1082,7 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
                 per_ip_per_hour: 3,
             },
             archive: Config::default().archive,
+            pep: Config::default().pep,
             contact_addresses: vec![
                 (
                     "abuse".to_owned(),

@@ -21,7 +21,11 @@ fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     // same information.
     let node = req.payload.attr("node");
     if let Some(n) = node {
-        if req.to.local().is_some() || !caps::is_caps_node(req.disco, ctx.config, n) {
+        // A PEP node of an account (XEP-0060 §5.3).
+        if req.to.local().is_some() {
+            return super::pep::node_info(ctx, req, n);
+        }
+        if !caps::is_caps_node(req.disco, ctx.config, n) {
             return Err(StanzaError::new(StanzaCondition::ItemNotFound));
         }
     }
@@ -54,7 +58,11 @@ fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     Ok(Some(q))
 }
 
-fn items(_ctx: &mut Ctx, req: &IqRequest) -> IqResult {
+fn items(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
+    // An account lists its PEP nodes (XEP-0163), those the asker may read.
+    if req.to.local().is_some() {
+        return super::pep::disco_items(ctx, req);
+    }
     if req.payload.attr("node").is_some() {
         return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }

@@ -17,6 +17,7 @@ pub mod disco;
 pub mod last;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
@@ -279,6 +280,8 @@ impl Registry {
         presence::register(&mut r);
         register::register(&mut r);
         caps::register(&mut r);
+        // Last: its inbound hook only watches presence the others let through.
+        pep::register(&mut r);
         r
     }
 

@@ -7,6 +7,7 @@
 
 use super::{Ctx, IqRequest, IqResult, IqTo, IqType, Registry, roster::internal};
 use crate::stanza::{StanzaCondition, StanzaError};
+use crate::store::Store;
 use crate::xml::fragment::parse_element;
 use crate::xml::{Element, ns};
 
@@ -115,8 +116,8 @@ fn get(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
     Ok(Some(Element::new("query", NS_PRIVATE).with_child(stored)))
 }
 
-fn read_index(ctx: &mut Ctx, account: &str) -> Result<Vec<String>, StanzaError> {
-    let raw = ctx.store.kv_get(account, KEY_INDEX).map_err(internal)?;
+fn read_index(store: &dyn Store, account: &str) -> Result<Vec<String>, StanzaError> {
+    let raw = store.kv_get(account, KEY_INDEX).map_err(internal)?;
     Ok(raw
         .map(|b| {
             String::from_utf8_lossy(&b)
@@ -154,9 +155,60 @@ fn set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
         writes.push((entry, value));
     }
     let account = req.to.to_string();
-    let mut index = read_index(ctx, &account)?;
+    write(ctx.store, &account, &writes)?;
+    // XEP-0402 §5.3: legacy bookmarks and PEP bookmarks are one list.
+    if let Some((_, value)) = writes.iter().find(|(e, _)| e == BOOKMARKS_ENTRY) {
+        let storage = value
+            .as_deref()
+            .and_then(parse_element)
+            .unwrap_or_else(|| Element::new("storage", "storage:bookmarks"));
+        super::pep::bookmarks::from_private(ctx, req.to, &storage);
+    }
+    Ok(None)
+}
+
+const BOOKMARKS_ENTRY: &str = "storage:bookmarks storage";
+
+/// The stored element of this namespace and name, if any (PEP's bookmarks conversion).
+pub fn stored(
+    store: &dyn Store,
+    account: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Element>, StanzaError> {
+    Ok(store
+        .kv_get(account, &key_of(&format!("{namespace} {name}")))
+        .map_err(internal)?
+        .and_then(|b| parse_element(&b)))
+}
+
+/// Stores (or, when it is empty, deletes) one element as a set from the owner would, with
+/// the same limits (PEP's bookmarks conversion).
+pub fn store_element(store: &mut dyn Store, account: &str, e: &Element) -> Result<(), StanzaError> {
+    let entry = entry_of(e)?;
+    let value = if e.children.is_empty() && e.attrs.is_empty() {
+        None
+    } else {
+        let bytes = e.to_bytes(ns::CLIENT);
+        if bytes.len() > MAX_VALUE_BYTES {
+            return Err(refuse(
+                StanzaCondition::NotAcceptable,
+                "the element is too large",
+            ));
+        }
+        Some(bytes)
+    };
+    write(store, account, &[(entry, value)])
+}
+
+fn write(
+    store: &mut dyn Store,
+    account: &str,
+    writes: &[(String, Option<Vec<u8>>)],
+) -> Result<(), StanzaError> {
+    let mut index = read_index(store, account)?;
     let before = index.clone();
-    for (entry, value) in &writes {
+    for (entry, value) in writes {
         let present = index.contains(entry);
         match value {
             Some(_) if !present => index.push(entry.clone()),
@@ -170,24 +222,23 @@ fn set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
             "too many private elements stored",
         ));
     }
-    for (entry, value) in &writes {
+    for (entry, value) in writes {
         let key = key_of(entry);
         match value {
-            Some(bytes) => ctx.store.kv_put(&account, &key, bytes),
-            None => ctx.store.kv_delete(&account, &key),
+            Some(bytes) => store.kv_put(account, &key, bytes),
+            None => store.kv_delete(account, &key),
         }
         .map_err(internal)?;
     }
     if index != before {
         if index.is_empty() {
-            ctx.store.kv_delete(&account, KEY_INDEX)
+            store.kv_delete(account, KEY_INDEX)
         } else {
-            ctx.store
-                .kv_put(&account, KEY_INDEX, index.join("\n").as_bytes())
+            store.kv_put(account, KEY_INDEX, index.join("\n").as_bytes())
         }
         .map_err(internal)?;
     }
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -82,6 +82,7 @@ fn set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
         ctx.store
             .kv_delete(&account, KEY_PHOTO_HASH)
             .map_err(internal)?;
+        super::pep::avatar::vcard_stored(ctx, req.to, req.payload);
         return Ok(None);
     }
     let bytes = req.payload.to_bytes(ns::CLIENT);
@@ -104,7 +105,49 @@ fn set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
             .kv_delete(&account, KEY_PHOTO_HASH)
             .map_err(internal)?,
     }
+    // XEP-0398: the photo becomes the PEP avatar too.
+    super::pep::avatar::vcard_stored(ctx, req.to, req.payload);
     Ok(None)
+}
+
+/// XEP-0398: replaces the stored vCard's PHOTO with `photo` (MIME type, base64), or removes
+/// it, keeping the rest of the card, and updates the photo hash. PEP calls it when the user
+/// publishes an avatar.
+pub fn set_photo(
+    store: &mut dyn crate::store::Store,
+    account: &str,
+    photo: Option<(&str, &str)>,
+) -> Result<(), StanzaError> {
+    let mut card = match store.kv_get(account, KEY_VCARD).map_err(internal)? {
+        Some(b) => parse_element(&b).unwrap_or_else(empty_vcard),
+        None => empty_vcard(),
+    };
+    card.children
+        .retain(|n| !matches!(n, crate::xml::Node::Element(e) if e.is("PHOTO", NS_VCARD)));
+    if let Some((mime, b64)) = photo {
+        card.push_child(
+            Element::new("PHOTO", NS_VCARD)
+                .with_child(Element::new("TYPE", NS_VCARD).with_text(mime))
+                .with_child(Element::new("BINVAL", NS_VCARD).with_text(b64)),
+        );
+    }
+    let bytes = card.to_bytes(ns::CLIENT);
+    if bytes.len() > MAX_VCARD_BYTES {
+        return Err(StanzaError::with_text(
+            StanzaCondition::NotAcceptable,
+            "the vCard is too large",
+        ));
+    }
+    if card.children.is_empty() {
+        store.kv_delete(account, KEY_VCARD).map_err(internal)?;
+    } else {
+        store.kv_put(account, KEY_VCARD, &bytes).map_err(internal)?;
+    }
+    match photo_hash(&card) {
+        Some(hash) => store.kv_put(account, KEY_PHOTO_HASH, hash.as_bytes()),
+        None => store.kv_delete(account, KEY_PHOTO_HASH),
+    }
+    .map_err(internal)
 }
 
 /// XEP-0054 §3.3 note: a server may have a vCard of its own; Hearth's is empty.
