@@ -96,6 +96,15 @@ def lab(request):
 
 @pytest.fixture(scope="session")
 def hearth(lab):
+    if os.environ.get("HEARTH_FED_SUT") == "prosody":
+        # Proves the tests themselves: a Prosody in Hearth's place (same domains, ports, DNS)
+        # must pass every one of them.
+        h = fedlab.Prosody(lab, "h", 10, HEARTH_USERS, s2s_ports=[fedlab.H_S2S],
+                           s2s_tls_ports=[fedlab.H_S2S_TLS], trust_lab_ca=False)
+        lab.nodes["h"] = h
+        h.start()
+        h.wait()
+        return h
     if not os.access(HEARTH_BIN, os.X_OK):
         pytest.fail(f"hearth binary not found at {HEARTH_BIN} (set HEARTH_BIN or cargo build --release)")
     h = fedlab.Hearth(lab, HEARTH_BIN, HEARTH_USERS)

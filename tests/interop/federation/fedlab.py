@@ -5,8 +5,9 @@ Topology (NET = $HEARTH_FEDLAB_NET, default 10.47.93; PREFIX = $HEARTH_FEDLAB_PR
 hfed): netns PREFIX-hub holds bridge br0 (NET.1) and dnsmasq on NET.53:53; every server lives in
 its own netns PREFIX-<node> with one veth on the bridge and no default route, so nothing it does
 can leave the lab. The root netns gets NET.2 on a veth into the bridge, so the test process's
-XMPP clients reach the servers' c2s ports directly; nothing else of the host is touched (no
-/etc/netns, no resolv.conf: every server is told the lab DNS address in its own config).
+XMPP clients reach the servers' c2s ports directly. Servers are told the lab DNS address in
+their own configs; only ejabberd (whose libc lookups read /etc/resolv.conf) gets
+/etc/netns/PREFIX-e/resolv.conf, removed with its namespace.
 
 Names in the zone (all under `.test`, which dnsmasq answers itself and never forwards):
 
@@ -82,6 +83,14 @@ def netns_pids(ns: str) -> list[int]:
     return [int(p) for p in r.stdout.split() if p.isdigit()]
 
 
+def remove_netns_etc(ns: str) -> None:
+    shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+    try:
+        os.rmdir("/etc/netns")  # only if no other namespace has files there
+    except OSError:
+        pass
+
+
 def kill_netns(ns: str) -> None:
     """Every process in the namespace is ours: TERM, wait up to 5 s, then KILL; then delete."""
     for sig, rounds in ((15, 50), (9, 20)):
@@ -98,6 +107,7 @@ def kill_netns(ns: str) -> None:
                 break
             time.sleep(0.1)
     sh("ip", "netns", "del", ns, check=False)
+    remove_netns_etc(ns)
 
 
 def wait_tcp(ip: str, port: int, secs: float, alive=None) -> bool:
@@ -263,9 +273,13 @@ class Ejabberd(Node):
         (d / "spool").mkdir()
         shutil.copy(self.lab.certs / f"{self.domain}.pem", d / "cert.pem")
         (d / "ejabberdctl.cfg").write_text(f'EJABBERD_PID_PATH={d}/ejabberd.pid\nERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\n')
-        # Erlang's resolver (inet_res) reads ERL_INETRC = <config-dir>/inetrc: the lab DNS only.
-        (d / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
-        (d / "inetrc").write_text(f'{{resolv_conf, "{d}/resolv.conf"}}.\n{{lookup, [file, dns]}}.\n')
+        # ejabberd resolves SRV with Erlang's inet_res but the targets' addresses with the
+        # libc (getaddrinfo): both read /etc/resolv.conf, so this node gets its own through
+        # `ip netns exec`, which bind-mounts /etc/netns/NS/* over /etc/* (removed in down()).
+        etc = pathlib.Path("/etc/netns") / self.ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {DNS_IP}\noptions timeout:2 attempts:2\n")
+        (d / "inetrc").write_text('{lookup, [file, native]}.\n{file, resolv, "/etc/resolv.conf"}.\n')
         (d / "ejabberd.yml").write_text(self._yml())
         sh("chown", "-R", "ejabberd:ejabberd", str(d))
         self.started_at = time.monotonic()

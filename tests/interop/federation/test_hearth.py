@@ -1,0 +1,197 @@
+"""Hearth federating with real peers in the lab (issue 4, "Tests that must exist and pass").
+
+Hearth hosts h.test (published only as `_xmpp-server` on the non-standard port 5279) and h2.test
+(published only as `_xmpps-server`, direct TLS on 5280). Peers: Prosody a.test (SRV to port 5299
+only, dialback: it does not trust the lab CA), Prosody d.test (XEP-0368 direct TLS only; trusts
+the lab CA; its certificate has serverAuth only), ejabberd e.test (SRV to port 5289) when
+installed. Each test uses its own accounts or its own remote domain, so their order does not
+matter; every wait is bounded (fedclient.WAIT).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fedclient import (WAIT, Session, disco_info, identities, run, send, subscribe, wait_body,
+                       wait_error)
+from fedlab import PASSWORD
+
+# Peers as (node, domain, user for messages and IQs, user for subscriptions, what it proves).
+PEERS = {
+    "prosody-srv-port": ("a", "a.test", "pat", "sue"),
+    "prosody-direct-tls-only": ("d", "d.test", "dan", "dee"),
+    "ejabberd": ("e", "e.test", "eve", "ed"),
+}
+
+# Marks for what Hearth does not do yet (the lead removes them as features land).
+XFAIL: dict[str, str] = {}
+
+
+def xfail(name: str):
+    reason = XFAIL.get(name)
+    return [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+
+
+@pytest.fixture(params=list(PEERS), ids=list(PEERS))
+def peer(request, lab):
+    node, domain, user, sub_user = PEERS[request.param]
+    if node == "e":
+        request.getfixturevalue("ejabberd")
+    return lab.nodes[node], domain, user, sub_user
+
+
+def hearth_login(s: Session, hearth, jid: str):
+    return s.login(jid, PASSWORD, hearth.ip, log_tail=hearth.tail)
+
+
+def peer_login(s: Session, node, jid: str):
+    return s.login(jid, PASSWORD, node.ip, log_tail=node.tail)
+
+
+class TestBothWays:
+    def test_message_hearth_to_peer_arrives(self, hearth, peer):
+        node, domain, user, _ = peer
+
+        async def body():
+            async with Session() as s:
+                alice = await hearth_login(s, hearth, "alice@h.test")
+                them = await peer_login(s, node, f"{user}@{domain}")
+                send(alice, f"{user}@{domain}", f"hello {domain} from hearth")
+                await wait_body(them, "alice@h.test", f"hello {domain} from hearth")
+
+        run(body())
+
+    def test_message_peer_to_hearth_over_srv_port_arrives(self, hearth, peer):
+        node, domain, user, _ = peer
+
+        async def body():
+            async with Session() as s:
+                alice = await hearth_login(s, hearth, "alice@h.test")
+                them = await peer_login(s, node, f"{user}@{domain}")
+                send(them, "alice@h.test", f"hello hearth from {domain}")
+                await wait_body(alice, f"{user}@{domain}", f"hello hearth from {domain}")
+
+        run(body())
+
+    def test_message_peer_to_hearth_over_direct_tls_arrives(self, hearth, peer):
+        """h2.test has only `_xmpps-server` (XEP-0368): Hearth's direct-TLS s2s listener."""
+        node, domain, user, _ = peer
+
+        async def body():
+            async with Session() as s:
+                hal = await hearth_login(s, hearth, "hal@h2.test")
+                them = await peer_login(s, node, f"{user}@{domain}")
+                send(them, "hal@h2.test", f"direct tls from {domain}")
+                await wait_body(hal, f"{user}@{domain}", f"direct tls from {domain}")
+                send(hal, f"{user}@{domain}", f"direct tls reply to {domain}")
+                await wait_body(them, "hal@h2.test", f"direct tls reply to {domain}")
+
+        run(body())
+
+    def test_subscriptions_both_ways_subscribed_and_available(self, hearth, peer):
+        node, domain, _, sub_user = peer
+
+        async def body():
+            async with Session() as s:
+                bob = await hearth_login(s, hearth, "bob@h.test")
+                them = await peer_login(s, node, f"{sub_user}@{domain}")
+                await subscribe(bob, them)  # Hearth user asks, remote contact approves
+                await subscribe(them, bob)  # and the other way
+
+        run(body())
+
+    def test_disco_info_iq_both_ways_answered(self, hearth, peer):
+        node, domain, user, _ = peer
+
+        async def body():
+            async with Session() as s:
+                alice = await hearth_login(s, hearth, "alice@h.test")
+                them = await peer_login(s, node, f"{user}@{domain}")
+                res = await disco_info(alice, domain)
+                assert res["type"] == "result" and res["from"] == domain, res
+                assert ("server", "im") in identities(res), res
+                res = await disco_info(them, "h.test")
+                assert res["type"] == "result" and res["from"] == "h.test", res
+                assert ("server", "im") in identities(res), res
+                # and client to client, full JID to full JID (slixmpp answers disco#info itself)
+                res = await disco_info(alice, str(them.boundjid))
+                assert res["type"] == "result" and res["from"] == them.boundjid, res
+                res = await disco_info(them, str(alice.boundjid))
+                assert res["type"] == "result" and res["from"] == alice.boundjid, res
+
+        run(body())
+
+
+@pytest.mark.parametrize("domain,why", [
+    ("dot.test", "SRV target '.': service decidedly not available"),
+    ("nx.test", "NXDOMAIN for SRV and for the domain's own address"),
+], ids=["dot-target", "nxdomain"])
+def test_message_to_unresolvable_domain_bounces_remote_server_not_found(hearth, domain, why):
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            mid = f"bounce-{domain}"
+            send(carl, f"nobody@{domain}", "to nowhere", mid=mid)
+            err = await wait_error(carl, mid)
+            assert err["error"]["condition"] == "remote-server-not-found", f"{why}: {err}"
+            assert err["from"].domain == domain, err
+
+    run(body())
+
+
+def test_message_dead_primary_srv_uses_secondary(hearth, lab):
+    """fo.test: priority 0 -> a closed port, priority 10 -> Prosody a."""
+    a = lab.nodes["a"]
+
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            fay = await peer_login(s, a, "fay@fo.test")
+            send(carl, "fay@fo.test", "past the dead primary")
+            await wait_body(fay, "carl@h.test", "past the dead primary")
+            send(fay, "carl@h.test", "and back")
+            await wait_body(carl, "fay@fo.test", "and back")
+
+    run(body())
+
+
+def test_message_srv_target_cname_followed(hearth, lab):
+    """cn.test's SRV target is a CNAME to Prosody a's host name."""
+    a = lab.nodes["a"]
+
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            cy = await peer_login(s, a, "cy@cn.test")
+            send(carl, "cy@cn.test", "through a cname")
+            await wait_body(cy, "carl@h.test", "through a cname")
+
+    run(body())
+
+
+BURST = 40
+
+
+def test_burst_while_connecting_all_arrive_in_order(hearth, lab):
+    """burst.test is used by no other test: the first stanza starts the s2s connection (DNS,
+    TCP, TLS, dialback both ways) and the other ones are sent before it can be ready."""
+    a = lab.nodes["a"]
+
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            bea = await peer_login(s, a, "bea@burst.test")
+            for i in range(BURST):
+                send(carl, "bea@burst.test", f"burst {i}")
+            got = []
+            while len(got) < BURST:
+                try:
+                    m = await asyncio.wait_for(bea.messages.get(), WAIT)
+                except asyncio.TimeoutError:
+                    raise AssertionError(f"burst: after {len(got)} messages nothing for {WAIT}s: {got}") from None
+                if m["from"].bare == "carl@h.test":
+                    got.append(m["body"])
+            assert got == [f"burst {i}" for i in range(BURST)]
+
+    run(body())
