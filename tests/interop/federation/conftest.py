@@ -3,7 +3,9 @@ down by a finalizer even when a test or the setup fails; Hearth and ejabberd joi
 
 Needs root (network namespaces) and prosody, dnsmasq, openssl, iproute2; without them the
 suite is skipped, unless HEARTH_FED_REQUIRED=1 (set by .ci/run), which turns that into a
-failure. HEARTH_FED_KEEP=1 keeps the lab folder (logs, configs) after a passing run too; it is
+failure. HEARTH_FED_EJABBERD=0 leaves ejabberd out (=1 with REQUIRED: it must be there).
+HEARTH_FED_SUT=prosody puts a Prosody in Hearth's place, to prove the tests themselves.
+HEARTH_FED_KEEP=1 keeps the lab folder (logs, configs) after a passing run too; it is
 always kept when something failed.
 """
 from __future__ import annotations
@@ -70,7 +72,8 @@ def lab(request):
     request.addfinalizer(finish)
     lab.acquire()
     lab.remove_stale()
-    with_ejabberd = not fedlab.missing_tools(with_ejabberd=True)
+    with_ejabberd = (os.environ.get("HEARTH_FED_EJABBERD") != "0"
+                     and not fedlab.missing_tools(with_ejabberd=True))
     nodes = [("h", 10), ("a", 11), ("d", 14)] + ([("e", 15)] if with_ejabberd else [])
     lab.up_net(nodes)
     # d.test's certificate has serverAuth only, like Let's Encrypt's new profile.
@@ -123,7 +126,7 @@ def ejabberd(lab):
     if e is None:
         if REQUIRED and os.environ.get("HEARTH_FED_EJABBERD") == "1":
             pytest.fail("ejabberd required (HEARTH_FED_EJABBERD=1) but not installed")
-        pytest.skip("ejabberd not installed (apt-get install ejabberd)")
+        pytest.skip("ejabberd not installed (apt-get install ejabberd) or HEARTH_FED_EJABBERD=0")
     if not getattr(e, "ready", False):
         try:
             secs = e.wait(EJABBERD_WAIT)
