@@ -10,7 +10,13 @@
 //! server's working directory never matters. Keys the file leaves out take
 //! `Config::default()`'s values. An unknown key is an error that names it with its table
 //! (`unknown key `c2s.listne` in /etc/hearth/hearth.toml (line 12)`); so are wrong types and
-//! invalid values, naming key and value. The `[s2s]` and `[dns]` tables are not known yet.
+//! invalid values, naming key and value.
+//!
+//! Federation (`[s2s]`) is on in a config file (listening on `[::]:5269`) and off in the
+//! built-in setup, whose domain `localhost` cannot federate. With federation on,
+//! `Config::load` reads /etc/resolv.conf (the core never reads files): its nameservers are
+//! used unless `[dns] nameservers` lists others, and its `options timeout/attempts` apply.
+//! `[dns] nameservers` entries are IP addresses with an optional port (53 by default).
 //!
 //! ```toml
 //! domains = ["example.org"]
@@ -34,6 +40,19 @@
 //! max_sessions_per_account = 16
 //! [storage]
 //! cache_bytes = 4194304
+//! [s2s]
+//! enabled = true
+//! listen = ["[::]:5269"]              # STARTTLS
+//! listen_tls = ["[::]:5270"]          # direct TLS (XEP-0368); none by default
+//! require_encryption = true           # TLS before authentication, both ways
+//! require_valid_certificates = false  # true: no dialback, certificates only
+//! ca_file = "/etc/ssl/certs/ca-certificates.crt"  # default: the system's roots
+//! connect_timeout_secs = 30
+//! idle_timeout_secs = 600
+//! max_queued_stanzas = 128            # per remote domain while connecting
+//! max_connections = 256               # s2s connections, both directions
+//! [dns]
+//! nameservers = ["127.0.0.1:5353"]    # default: those of /etc/resolv.conf
 //! ```
 
 pub mod toml;
@@ -116,7 +135,7 @@ pub struct RegistrationSettings {
     pub per_ip_per_hour: u32,
 }
 
-/// Federation (`[s2s]`). SKELETON (wip-fed-core parses it; defaults below are the contract).
+/// Federation (`[s2s]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S2sSettings {
     /// Off in the built-in setup (domain `localhost` cannot federate); on by default in a
@@ -149,6 +168,24 @@ pub struct S2sSettings {
 pub struct DnsSettings {
     /// Nameservers to ask; empty: those of /etc/resolv.conf.
     pub nameservers: Vec<SocketAddr>,
+    /// /etc/resolv.conf as read by `Config::load` when federation is on and `nameservers` is
+    /// empty (the core never reads files); its timeout and attempts apply in any case.
+    /// `None`: not read (built-in setup, `Config::parse`, or the file is missing).
+    pub resolv_conf: Option<crate::dns::ResolvConf>,
+}
+
+impl DnsSettings {
+    /// The resolver's settings: resolv.conf's (or the resolver's defaults), with
+    /// `nameservers` taking the place of resolv.conf's servers when set.
+    pub fn resolver_config(&self) -> crate::dns::ResolverConfig {
+        let base = self.resolv_conf.clone().unwrap_or_default();
+        let rc = crate::dns::ResolverConfig::from_resolv_conf(&base);
+        if self.nameservers.is_empty() {
+            rc
+        } else {
+            rc.with_nameservers(self.nameservers.clone())
+        }
+    }
 }
 
 /// The XEP-0157 fields an operator may publish.
@@ -207,6 +244,7 @@ impl Default for Config {
             },
             dns: DnsSettings {
                 nameservers: Vec::new(),
+                resolv_conf: None,
             },
             limits: Limits {
                 max_connections: 1024,
@@ -254,7 +292,22 @@ impl Config {
         // The canonical path is what the log and errors show, and anchors relative paths
         // independently of the working directory.
         let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Config::parse(&text, &file)
+        let mut c = Config::parse(&text, &file)?;
+        if c.s2s.enabled {
+            // The resolver's timeout and attempts come from it even with `[dns] nameservers`.
+            match std::fs::read_to_string(RESOLV_CONF) {
+                Ok(t) => c.dns.resolv_conf = Some(crate::dns::resolv_conf::parse(&t)),
+                Err(e) if c.dns.nameservers.is_empty() => {
+                    return Err(ConfigError(format!(
+                        "cannot read {RESOLV_CONF} for federation's DNS ({e}); set \
+                         `[dns] nameservers` in {} or `[s2s] enabled = false`",
+                        file.display()
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(c)
     }
 
     /// Builds a configuration from `text` as if it had been read from `file`: `file` names
@@ -292,6 +345,11 @@ impl Config {
         self.data_dir.join("control.sock")
     }
 }
+
+/// Where the system's nameservers are listed.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// A config file's s2s listener when `[s2s] listen` is not given.
+const DEFAULT_S2S_PORT: u16 = 5269;
 
 /// RFC 6120 §13.12: a server must accept stanzas of at least 10000 bytes.
 const MIN_STANZA_BYTES: i64 = 10_000;
@@ -349,6 +407,9 @@ impl Loader<'_> {
             ..Config::default()
         };
         c.data_dir = self.base.join(&c.data_dir);
+        // A config file names real domains, which federate unless told not to.
+        c.s2s.enabled = true;
+        c.s2s.listen = vec![SocketAddr::from(([0u16; 8], DEFAULT_S2S_PORT))];
         let mut certs = Vec::new();
         for e in doc.entries() {
             match e.key.as_str() {
@@ -365,6 +426,15 @@ impl Loader<'_> {
                 }
                 "c2s" => self.c2s(self.table("c2s", e)?, &mut c.c2s)?,
                 "limits" => self.limits(self.table("limits", e)?, &mut c.limits)?,
+                "s2s" => self.s2s(self.table("s2s", e)?, &mut c.s2s)?,
+                "dns" => {
+                    for e in self.table("dns", e)?.entries() {
+                        match e.key.as_str() {
+                            "nameservers" => c.dns.nameservers = self.nameservers(e)?,
+                            k => return Err(self.unknown(&format!("dns.{k}"), e.line)),
+                        }
+                    }
+                }
                 "storage" => {
                     for e in self.table("storage", e)?.entries() {
                         match e.key.as_str() {
@@ -671,6 +741,104 @@ impl Loader<'_> {
         Ok(())
     }
 
+    fn bool(&self, name: &str, e: &Entry) -> Result<bool, ConfigError> {
+        match &e.value {
+            Value::Boolean(b) => Ok(*b),
+            v => Err(self.wrong_type(name, "a boolean", v, e.line)),
+        }
+    }
+
+    fn s2s(&self, t: &Table, c: &mut S2sSettings) -> Result<(), ConfigError> {
+        for e in t.entries() {
+            let name = format!("s2s.{}", e.key);
+            match e.key.as_str() {
+                "enabled" => c.enabled = self.bool(&name, e)?,
+                "listen" => c.listen = self.addrs(&name, e)?,
+                "listen_tls" => c.listen_tls = self.addrs(&name, e)?,
+                "require_encryption" => c.require_encryption = self.bool(&name, e)?,
+                "require_valid_certificates" => {
+                    c.require_valid_certificates = self.bool(&name, e)?;
+                }
+                "ca_file" => c.ca_file = Some(self.path(&name, e)?),
+                "connect_timeout_secs" => {
+                    c.connect_timeout =
+                        Duration::from_secs(self.int(&name, e, 1, Some(MAX_SECS))?);
+                }
+                "idle_timeout_secs" => {
+                    c.idle_timeout = Duration::from_secs(self.int(&name, e, 1, Some(MAX_SECS))?);
+                }
+                "max_queued_stanzas" => c.max_queued_stanzas = self.int(&name, e, 1, None)?,
+                "max_connections" => c.max_connections = self.int(&name, e, 1, None)?,
+                _ => return Err(self.unknown(&name, e.line)),
+            }
+        }
+        for (i, a) in c.listen.iter().chain(&c.listen_tls).enumerate() {
+            if c.listen
+                .iter()
+                .chain(&c.listen_tls)
+                .skip(i + 1)
+                .any(|b| a == b)
+            {
+                let key = if c.listen_tls.contains(a) {
+                    "listen_tls"
+                } else {
+                    "listen"
+                };
+                let line = t.entry(key).map_or(1, |e| e.line);
+                return Err(self.err(
+                    line,
+                    format!("`s2s`: the socket address \"{a}\" is listed twice"),
+                ));
+            }
+        }
+        if c.enabled && c.listen.is_empty() && c.listen_tls.is_empty() {
+            let line = t.entries().first().map_or(1, |e| e.line);
+            return Err(self.err(
+                line,
+                "`s2s.listen` and `s2s.listen_tls` are both empty, so no server could reach \
+                 us; set `s2s.enabled = false` to turn federation off",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[dns] nameservers`: IP addresses, with an optional port (default 53).
+    fn nameservers(&self, e: &Entry) -> Result<Vec<SocketAddr>, ConfigError> {
+        let list = self.strings("dns.nameservers", e)?;
+        let mut out = Vec::with_capacity(list.len());
+        for s in list {
+            let parsed = s.parse::<SocketAddr>().ok().or_else(|| {
+                s.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            });
+            match parsed {
+                Some(a) if a.port() != 0 => out.push(a),
+                _ => {
+                    return Err(self.err(
+                        e.line,
+                        format!(
+                            "`dns.nameservers` value {s:?} is not a nameserver address \
+                             (an IP address with an optional port, like \"127.0.0.1:5353\", \
+                             \"[::1]:53\" or \"9.9.9.9\")"
+                        ),
+                    ));
+                }
+            }
+        }
+        if out.len() > crate::dns::resolver::MAX_SERVERS {
+            return Err(self.err(
+                e.line,
+                format!(
+                    "`dns.nameservers` lists {} servers: at most {} are used",
+                    out.len(),
+                    crate::dns::resolver::MAX_SERVERS
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
     fn limits(&self, t: &Table, l: &mut Limits) -> Result<(), ConfigError> {
         for e in t.entries() {
             let name = format!("limits.{}", e.key);
@@ -726,6 +894,19 @@ max_offline_per_account = 1000
 max_offline_total = 100000
 [storage]
 cache_bytes = 4194304
+[s2s]
+enabled = true
+listen = ["[::]:5269"]
+listen_tls = ["[::]:5270"]
+require_encryption = true
+require_valid_certificates = false
+ca_file = "/etc/ssl/certs/ca-certificates.crt"
+connect_timeout_secs = 30
+idle_timeout_secs = 600
+max_queued_stanzas = 128
+max_connections = 256
+[dns]
+nameservers = ["127.0.0.1:5353"]
 [registration]
 enabled = true
 per_ip_per_hour = 3
@@ -783,9 +964,22 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
                 max_auth_failures: 3,
                 idle_timeout: Duration::from_secs(300),
             },
-            // SKELETON (wip-fed-core): the example file's [s2s] once parsed.
-            s2s: Config::default().s2s,
-            dns: Config::default().dns,
+            s2s: S2sSettings {
+                enabled: true,
+                listen: vec![any6(5269)],
+                listen_tls: vec![any6(5270)],
+                require_encryption: true,
+                require_valid_certificates: false,
+                ca_file: Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
+                connect_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(600),
+                max_queued_stanzas: 128,
+                max_connections: 256,
+            },
+            dns: DnsSettings {
+                nameservers: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+                resolv_conf: None,
+            },
             limits: Limits {
                 max_connections: 1024,
                 max_stanza_bytes: 262144,
@@ -846,14 +1040,147 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
         let d = Config::default();
         assert_eq!(c.source, ConfigSource::File(PathBuf::from(FILE)));
         assert_eq!(c.data_dir, PathBuf::from("/etc/hearth/hearth-data"));
+        // A config file federates by default; the built-in setup does not.
+        assert!(c.s2s.enabled && !d.s2s.enabled);
+        assert_eq!(c.s2s.listen, [SocketAddr::from(([0u16; 8], 5269))]);
         assert_eq!(
             Config {
                 source: d.source.clone(),
                 data_dir: d.data_dir.clone(),
+                s2s: S2sSettings {
+                    enabled: false,
+                    listen: Vec::new(),
+                    ..c.s2s.clone()
+                },
                 ..c
             },
             d
         );
+    }
+
+    #[test]
+    fn s2s_values_parse_and_unset_ones_keep_defaults() {
+        let c = parse(
+            "[s2s]\nlisten = ['127.0.0.1:5999']\nrequire_encryption = false\n\
+             require_valid_certificates = true\nca_file = 'roots.pem'\nconnect_timeout_secs = 5\n\
+             max_queued_stanzas = 7\n[dns]\nnameservers = ['127.0.0.1:5353', '::1', '9.9.9.9']",
+        );
+        assert!(c.s2s.enabled);
+        assert_eq!(c.s2s.listen, [SocketAddr::from(([127, 0, 0, 1], 5999))]);
+        assert!(c.s2s.listen_tls.is_empty());
+        assert!(!c.s2s.require_encryption);
+        assert!(c.s2s.require_valid_certificates);
+        assert_eq!(c.s2s.ca_file, Some(PathBuf::from("/etc/hearth/roots.pem")));
+        assert_eq!(c.s2s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.s2s.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.s2s.max_queued_stanzas, 7);
+        assert_eq!(c.s2s.max_connections, 256);
+        assert_eq!(
+            c.dns.nameservers,
+            [
+                SocketAddr::from(([127, 0, 0, 1], 5353)),
+                "[::1]:53".parse().unwrap(),
+                SocketAddr::from(([9, 9, 9, 9], 53)),
+            ]
+        );
+        let rc = c.dns.resolver_config();
+        assert_eq!(rc.nameservers, c.dns.nameservers);
+    }
+
+    #[test]
+    fn s2s_disabled_needs_no_listener() {
+        let c = parse("[s2s]\nenabled = false\nlisten = []");
+        assert!(!c.s2s.enabled);
+        assert!(c.s2s.listen.is_empty());
+    }
+
+    #[test]
+    fn s2s_bad_values_are_named() {
+        assert_eq!(
+            err("[s2s]\nenabled = 'yes'"),
+            format!(
+                "`s2s.enabled` must be a boolean, not string \"yes\"{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[s2s]\nlisten = []"),
+            format!(
+                "`s2s.listen` and `s2s.listen_tls` are both empty, so no server could reach us; \
+                 set `s2s.enabled = false` to turn federation off{}",
+                at(2)
+            )
+        );
+        assert!(
+            err("[s2s]\nlisten = ['example.org:5269']")
+                .starts_with("`s2s.listen` value \"example.org:5269\" is not a socket address"),
+        );
+        assert_eq!(
+            err("[s2s]\nconnect_timeout_secs = 0"),
+            format!(
+                "`s2s.connect_timeout_secs` = 0 is invalid: must be at least 1{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[s2s]\nmax_queued_stanzas = -1"),
+            format!(
+                "`s2s.max_queued_stanzas` = -1 is invalid: must be at least 1{}",
+                at(2)
+            )
+        );
+        assert_eq!(
+            err("[s2s]\nlisten = ['[::]:5269']\nlisten_tls = ['[::]:5269']"),
+            format!(
+                "`s2s`: the socket address \"[::]:5269\" is listed twice{}",
+                at(3)
+            )
+        );
+        assert_eq!(
+            err("[s2s]\nlisten_tsl = []"),
+            format!("unknown key `s2s.listen_tsl`{}", at(2))
+        );
+        assert_eq!(
+            err("[s2s]\nca_file = ''"),
+            format!("`s2s.ca_file` is empty{}", at(2))
+        );
+    }
+
+    #[test]
+    fn dns_bad_values_are_named() {
+        assert!(err("[dns]\nnameservers = ['ns1.example.net']").starts_with(
+            "`dns.nameservers` value \"ns1.example.net\" is not a nameserver address"
+        ));
+        assert!(err("[dns]\nnameservers = ['127.0.0.1:0']").contains("not a nameserver address"));
+        assert_eq!(
+            err("[dns]\nnameservers = '127.0.0.1'"),
+            format!(
+                "`dns.nameservers` must be an array of strings, not string \"127.0.0.1\"{}",
+                at(2)
+            )
+        );
+        let nine = vec!["'127.0.0.1'"; 9].join(", ");
+        assert!(err(&format!("[dns]\nnameservers = [{nine}]")).contains("at most 8 are used"));
+        assert_eq!(
+            err("[dns]\nsearch = []"),
+            format!("unknown key `dns.search`{}", at(2))
+        );
+    }
+
+    #[test]
+    fn dns_resolver_config_uses_resolv_conf_when_no_nameservers() {
+        let mut d = Config::default().dns;
+        d.resolv_conf = Some(crate::dns::resolv_conf::parse(
+            "nameserver 192.0.2.53\noptions timeout:2 attempts:3\n",
+        ));
+        let rc = d.resolver_config();
+        assert_eq!(rc.nameservers, [SocketAddr::from(([192, 0, 2, 53], 53))]);
+        assert_eq!(rc.timeout, Duration::from_secs(2));
+        assert_eq!(rc.attempts, 3);
+        d.nameservers = vec![SocketAddr::from(([127, 0, 0, 1], 5353))];
+        let rc = d.resolver_config();
+        assert_eq!(rc.nameservers, d.nameservers);
+        assert_eq!(rc.attempts, 3, "resolv.conf's options still apply");
     }
 
     #[test]
@@ -962,15 +1289,6 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
             err("c2s.listen_tsl = []"),
             format!("unknown key `c2s.listen_tsl`{}", at(1))
         );
-    }
-
-    #[test]
-    fn future_tables_are_unknown_for_now() {
-        assert_eq!(
-            err("[s2s]\nlisten = []"),
-            format!("unknown key `s2s`{}", at(1))
-        );
-        assert_eq!(err("\n[dns]"), format!("unknown key `dns`{}", at(2)));
     }
 
     #[test]

@@ -164,7 +164,10 @@ impl Server {
              [limits]\n\
              max_connections = 1024\n\
              max_stanza_bytes = 262144\n\
-             max_depth = 64\n",
+             max_depth = 64\n\
+             \n\
+             [s2s]\n\
+             enabled = false\n",
             domains = domains.join(", "),
             c2s = self.c2s_port,
             tls = self.tls_port,
