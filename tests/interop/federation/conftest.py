@@ -50,6 +50,14 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.failed and "federation" in str(item.fspath):
         Failures.count += 1
+        # What the servers said, next to the failure (the full logs stay in the lab folder).
+        args = getattr(item, "funcargs", {})
+        lab = args.get("lab")
+        if lab is not None:
+            peer = args.get("peer")
+            for node in (lab.nodes.get("h"), peer[0] if peer else lab.nodes.get("a")):
+                if node is not None:
+                    rep.sections.append((f"{node.name} log tail ({node.dir})", node.tail(40)))
 
 
 @pytest.fixture(scope="session")
