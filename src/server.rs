@@ -22,7 +22,10 @@ use crate::store::Store;
 use crate::stream::c2s::{C2sConn, Env, Upcall};
 use crate::stream::error::{StreamCondition, StreamError};
 
+mod federation;
 mod routing;
+
+use federation::{FedOut, Federation};
 
 /// The driver's handle for a connection. Opaque to the core; the driver makes it unique over
 /// the process lifetime (slot index plus generation), so a stale id never aliases a new socket.
@@ -141,6 +144,8 @@ pub struct Server {
     started: Instant,
     /// Accounts created in-band per address (XEP-0077), bounded.
     registration_limiter: RegistrationLimiter,
+    /// s2s streams and DNS; `None` when `[s2s] enabled = false`.
+    federation: Option<Box<Federation>>,
 }
 
 impl Server {
@@ -152,7 +157,12 @@ impl Server {
     ) -> Server {
         let mut fake_salt_key = [0u8; 32];
         random.fill(&mut fake_salt_key);
+        let federation = config
+            .s2s
+            .enabled
+            .then(|| Box::new(Federation::new(&config, &mut *random)));
         Server {
+            federation,
             fake_salt_key,
             started: now,
             config,
@@ -179,6 +189,13 @@ impl Server {
         peer: SocketAddr,
     ) {
         log::debug!("{conn:?}: accepted from {peer} ({kind:?})");
+        if matches!(kind, ListenerKind::S2sStartTls | ListenerKind::S2sDirectTls) {
+            match self.federation.as_mut() {
+                Some(f) => f.accept(now, conn, kind == ListenerKind::S2sDirectTls),
+                None => self.push_action(Action::Close { conn }),
+            }
+            return self.process(now);
+        }
         let c2s = C2sConn::new(now, kind, &self.config);
         self.conns.insert(
             conn,
@@ -194,31 +211,45 @@ impl Server {
 
     /// A TLS handshake finished (direct TLS, or after `Action::StartTls`).
     pub fn handle_tls_ready(&mut self, now: Instant, conn: ConnId, info: TlsInfo) {
+        if let Some(f) = self.federation.as_mut().filter(|f| f.owns(conn)) {
+            f.tls_ready(now, conn, info, &mut *self.random);
+            return self.process(now);
+        }
         self.with_conn(conn, |c, env| c.handle_tls_ready(now, info, env));
         self.process(now);
     }
 
     /// An outgoing connection (`Action::Connect` without TLS) is established.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
-        // SKELETON (wip-fed-core): hand to the s2s machine.
-        let _ = (now, conn);
+        if let Some(f) = self.federation.as_mut() {
+            f.connected(now, conn);
+        }
+        self.process(now);
     }
 
     /// A DNS datagram arrived from `from` on the resolver's UDP socket.
     pub fn handle_dns_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        // SKELETON (wip-fed-core): feed the resolver.
-        let _ = (now, from, bytes);
+        if let Some(f) = self.federation.as_mut() {
+            f.dns_udp(now, from, bytes);
+        }
+        self.process(now);
     }
 
     /// A DNS-over-TCP exchange ended: the reply message (length prefix removed), or `None` if
     /// the connection failed or closed before a whole reply.
     pub fn handle_dns_tcp(&mut self, now: Instant, id: crate::dns::TcpId, reply: Option<&[u8]>) {
-        // SKELETON (wip-fed-core): feed the resolver.
-        let _ = (now, id, reply);
+        if let Some(f) = self.federation.as_mut() {
+            f.dns_tcp(now, id, reply);
+        }
+        self.process(now);
     }
 
     /// Application bytes arrived (already decrypted when TLS is on).
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        if let Some(f) = self.federation.as_mut().filter(|f| f.owns(conn)) {
+            f.bytes(now, conn, bytes, &mut *self.random);
+            return self.process(now);
+        }
         self.with_conn(conn, |c, env| c.handle_bytes(now, bytes, env));
         self.process(now);
     }
@@ -226,6 +257,10 @@ impl Server {
     /// The connection is gone (peer closed, I/O or TLS error, or the driver closed it because
     /// its output queue passed `limits.max_outgoing_bytes`). The core emits no `Close` for it.
     pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
+        if let Some(f) = self.federation.as_mut().filter(|f| f.owns(conn)) {
+            f.disconnect(now, conn);
+            return self.process(now);
+        }
         if let Some(c) = self.conns.get(&conn) {
             log::debug!("{conn:?}: disconnected ({})", c.peer);
         }
@@ -247,6 +282,12 @@ impl Server {
             self.with_conn(conn, |c, env| c.handle_timeout(now, env));
             self.process(now);
         }
+        if let Some(f) = self.federation.as_mut() {
+            if f.poll_timeout().is_some_and(|t| t <= now) {
+                f.timeout(now);
+                self.process(now);
+            }
+        }
     }
 
     /// Graceful shutdown: every stream gets `system-shutdown` and a `Close`.
@@ -256,6 +297,9 @@ impl Server {
             self.with_conn(id, |c, env| {
                 c.fail(StreamError::new(StreamCondition::SystemShutdown), env)
             });
+        }
+        if let Some(f) = self.federation.as_mut() {
+            f.shutdown(now);
         }
         self.process(now);
     }
@@ -293,10 +337,12 @@ impl Server {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _)| *t)
+        let c2s = self.timers.first().map(|(t, _)| *t);
+        let s2s = self.federation.as_ref().and_then(|f| f.poll_timeout());
+        c2s.into_iter().chain(s2s).min()
     }
 
-    /// Connections the core knows.
+    /// Connections the core knows (c2s only; s2s ones are the federation's).
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
@@ -339,6 +385,37 @@ impl Server {
 
     /// Processes upcalls until none are left (handling one may produce more).
     fn process(&mut self, now: Instant) {
+        // Bounded: each round consumes what is queued; new items come only from finite
+        // buffered input, and federation output is bounded per round (see `process_federation`).
+        loop {
+            self.process_c2s(now);
+            if !self.process_federation(now) {
+                return;
+            }
+        }
+    }
+
+    /// Carries out what the federation manager asked for; false if it asked nothing.
+    fn process_federation(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        // Bounded: at most this many items per round, so that two features bouncing stanzas
+        // at each other across the federation cannot keep one turn going forever.
+        for _ in 0..routing::MAX_ROUTES_PER_FLUSH {
+            let Some(item) = self.federation.as_mut().and_then(|f| f.poll()) else {
+                return any;
+            };
+            any = true;
+            match item {
+                FedOut::Action(a) => self.push_action(a),
+                FedOut::Inbound(e) => self.route_from_remote(now, e),
+                FedOut::Bounce(e) => self.route_bounce(now, e),
+            }
+        }
+        log::error!("federation produced too much in one turn; the rest waits");
+        false
+    }
+
+    fn process_c2s(&mut self, now: Instant) {
         // Bounded: every upcall is consumed; new ones come only from finite buffered input.
         while let Some((id, up)) = self.pending.pop_front() {
             match up {

@@ -21,7 +21,7 @@ pub mod resolv_conf;
 pub mod resolver;
 pub mod srv;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod wire;
 
 pub use resolv_conf::ResolvConf;

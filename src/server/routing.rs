@@ -23,15 +23,19 @@ use crate::xml::{Element, ns};
 
 /// Most stanzas one feature call may cause to be routed before the server stops following
 /// (a safety net against two features answering each other forever).
-const MAX_ROUTES_PER_FLUSH: usize = 100_000;
+pub(super) const MAX_ROUTES_PER_FLUSH: usize = 100_000;
 
 /// Who sent a stanza into `route`.
 #[derive(Clone, Copy)]
 pub(super) enum Origin {
     /// A local session: errors go back to it.
     Session(SessionId, ConnId),
-    /// The server itself (a feature): undeliverable stanzas are dropped, never bounced.
+    /// The server itself (a feature), or a bounce from federation: undeliverable stanzas are
+    /// dropped, never bounced.
     Server,
+    /// A remote server (an authenticated s2s stream): errors go back over federation, and
+    /// an error is never answered (RFC 6120 §8.3.1).
+    Remote,
 }
 
 /// Builds a `Ctx` from the server's fields. A macro rather than a method so that the borrow
@@ -107,6 +111,37 @@ impl Server {
         self.route(now, Origin::Session(sid, conn), &from, &to, kind, e);
     }
 
+    /// A stanza from an incoming s2s stream: its `from` is in a domain authenticated on that
+    /// stream and its `to` in a domain we host (`stream::s2s` checked both).
+    pub(super) fn route_from_remote(&mut self, now: Instant, e: Element) {
+        let (Some(kind), Some(Ok(from)), Some(Ok(to))) = (
+            StanzaKind::of(&e),
+            e.attr("from").map(Jid::parse),
+            e.attr("to").map(Jid::parse),
+        ) else {
+            log::warn!("s2s: a stanza without from/to passed the stream checks; dropped");
+            return;
+        };
+        if !self.config.hosts(to.domain()) {
+            log::warn!("s2s: a stanza to {to} passed the stream checks; dropped");
+            return;
+        }
+        self.route(now, Origin::Remote, &from, &to, kind, e);
+    }
+
+    /// An error reply for a stanza federation could not deliver, to its local sender: the
+    /// normal local delivery, never answered in turn.
+    pub(super) fn route_bounce(&mut self, now: Instant, e: Element) {
+        let (Some(kind), Some(Ok(from)), Some(Ok(to))) = (
+            StanzaKind::of(&e),
+            e.attr("from").map(Jid::parse),
+            e.attr("to").map(Jid::parse),
+        ) else {
+            return;
+        };
+        self.route(now, Origin::Server, &from, &to, kind, e);
+    }
+
     /// Delivers `e` from `from` to `to`, running the recipient's hooks.
     pub(super) fn route(
         &mut self,
@@ -118,6 +153,16 @@ impl Server {
         e: Element,
     ) {
         let hosted = self.config.hosts(to.domain());
+        if !hosted {
+            if let Some(f) = self.federation.as_mut() {
+                if self.config.hosts(from.domain()) {
+                    return f.send(now, from, to, e);
+                }
+                // Only our own users' stanzas go out (a remote's to a remote is not ours).
+                log::debug!("not relaying a stanza from {from} to {to}");
+                return;
+            }
+        }
         let account = to.to_bare();
         // An account with a session exists; only otherwise is the store asked (the hot path
         // of a chat between online users never reads the disk).
@@ -129,12 +174,12 @@ impl Server {
                     Err(err) => {
                         log::error!("store: {err}");
                         let err = StanzaError::new(StanzaCondition::InternalServerError);
-                        return self.refuse_origin(origin, &e, err, to);
+                        return self.refuse_origin(now, origin, &e, err, to);
                     }
                 });
         let from_session = match origin {
             Origin::Session(sid, _) => Some(sid),
-            Origin::Server => None,
+            Origin::Server | Origin::Remote => None,
         };
         let info = Inbound {
             from,
@@ -176,7 +221,7 @@ impl Server {
                 {
                     return;
                 }
-                self.refuse_origin(origin, &e, StanzaError::new(cond), to);
+                self.refuse_origin(now, origin, &e, StanzaError::new(cond), to);
             }
             Target::Drop => {}
         }
@@ -220,7 +265,7 @@ impl Server {
         let mut payloads = e.child_elements();
         let (Some(payload), None) = (payloads.next(), payloads.next()) else {
             let err = StanzaError::new(StanzaCondition::BadRequest);
-            return self.refuse_origin(origin, e, err, to);
+            return self.refuse_origin(now, origin, e, err, to);
         };
         let target = if account.is_some() {
             IqTo::Account
@@ -230,13 +275,13 @@ impl Server {
         let addressee = account.unwrap_or_else(|| to.to_bare());
         let Some(handler) = self.registry.handler(target, iq_type, &payload.ns) else {
             let err = StanzaError::new(StanzaCondition::ServiceUnavailable);
-            return self.refuse_origin(origin, e, err, to);
+            return self.refuse_origin(now, origin, e, err, to);
         };
         let req = IqRequest {
             from,
             session: match origin {
                 Origin::Session(sid, _) => Some(sid),
-                Origin::Server => None,
+                Origin::Server | Origin::Remote => None,
             },
             to: &addressee,
             iq_type,
@@ -258,8 +303,10 @@ impl Server {
             }
             Err(err) => error_reply(e, &err, &to_str),
         };
-        if let (Some(r), Origin::Session(_, conn)) = (reply, origin) {
-            self.reply(conn, &r);
+        match (reply, origin) {
+            (Some(r), Origin::Session(_, conn)) => self.reply(conn, &r),
+            (Some(r), Origin::Remote) => self.reply_remote(now, r),
+            _ => {}
         }
         self.flush_outbox(now);
     }
@@ -299,9 +346,35 @@ impl Server {
         }
     }
 
-    fn refuse_origin(&mut self, origin: Origin, stanza: &Element, err: StanzaError, to: &Jid) {
-        if let Origin::Session(_, conn) = origin {
-            self.refuse(conn, stanza, err, &to.to_string());
+    fn refuse_origin(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        stanza: &Element,
+        err: StanzaError,
+        to: &Jid,
+    ) {
+        match origin {
+            Origin::Session(_, conn) => self.refuse(conn, stanza, err, &to.to_string()),
+            Origin::Remote => {
+                // `error_reply` answers no error (RFC 6120 §8.3.1).
+                if let Some(r) = error_reply(stanza, &err, &to.to_string()) {
+                    self.reply_remote(now, r);
+                }
+            }
+            Origin::Server => {}
+        }
+    }
+
+    /// Sends the server's answer to a remote sender over federation.
+    fn reply_remote(&mut self, now: Instant, r: Element) {
+        let (Some(Ok(from)), Some(Ok(to))) =
+            (r.attr("from").map(Jid::parse), r.attr("to").map(Jid::parse))
+        else {
+            return;
+        };
+        if let Some(f) = self.federation.as_mut() {
+            f.send(now, &from, &to, r);
         }
     }
 

@@ -12,8 +12,10 @@
 //! - `starttls` offers no ALPN; `direct` (XEP-0368) offers `xmpp-client` and, as RFC 7301
 //!   §3.2 asks, refuses a client that offers only other protocols (say `h2`). A client
 //!   offering no ALPN at all is accepted on both.
-//! - TLS 1.3 and 1.2, rustls' safe defaults. No client certificates (c2s authenticates with
-//!   SASL; s2s will add its own configuration).
+//! - TLS 1.3 and 1.2, rustls' safe defaults. No client certificates on c2s (SASL). The s2s
+//!   configurations (`s2s_starttls`, `s2s_direct` with ALPN `xmpp-server`) ask for one,
+//!   never require it and accept any chain; `verify` judges it after the handshake, and
+//!   `client` makes the configurations for outgoing s2s streams.
 //! - Resumption: one stateful session cache of [`SESSION_CACHE_ENTRIES`] shared by both
 //!   configurations, and one TLS 1.3 ticket per handshake (rustls sends two by default). A
 //!   mobile client reconnecting often skips the certificate signature and key exchange,
@@ -24,10 +26,12 @@
 //! `load` does file I/O and is meant to run at start and on SIGHUP, outside the event loop's
 //! hot path.
 
+pub mod client;
 pub mod der;
 pub mod pem;
 pub mod selfsigned;
 pub mod sni;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +48,9 @@ use sni::SniResolver;
 
 /// ALPN protocol id for direct TLS c2s (XEP-0368 §4).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+
+/// ALPN protocol id for direct TLS s2s (XEP-0368 §4).
+pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
 
 /// Resumable TLS sessions kept in memory, shared by both configurations.
 pub const SESSION_CACHE_ENTRIES: usize = 256;
@@ -67,6 +74,14 @@ pub struct TlsConfigs {
     pub starttls: Arc<rustls::ServerConfig>,
     /// For direct TLS (ALPN `xmpp-client`).
     pub direct: Arc<rustls::ServerConfig>,
+    /// For STARTTLS on an s2s stream we accepted: asks for (never requires) a client
+    /// certificate, accepting any chain (see `verify`).
+    pub s2s_starttls: Arc<rustls::ServerConfig>,
+    /// For direct TLS s2s (ALPN `xmpp-server`), client certificates as `s2s_starttls`.
+    pub s2s_direct: Arc<rustls::ServerConfig>,
+    /// The hosted domains' certificates: served by SNI, and presented as a client on
+    /// outgoing s2s streams (`client`).
+    pub certs: Arc<SniResolver>,
 }
 
 /// Builds the configurations from `config.tls` and the hosted domains, making and saving a
@@ -113,9 +128,26 @@ fn load_at(config: &Config, now_unix_secs: u64) -> Result<TlsConfigs, TlsError> 
         c.send_tls13_tickets = 1;
         Ok(Arc::new(c))
     };
+    // s2s: peers reconnect rarely and must show their certificate each time, so no
+    // resumption (a resumed session would also skip the client certificate).
+    let client_certs = Arc::new(verify::AnyClientCert::new());
+    let build_s2s = |alpn: Vec<Vec<u8>>| -> Result<Arc<ServerConfig>, TlsError> {
+        let mut c = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("TLS set-up failed: {e}")))?
+            .with_client_cert_verifier(client_certs.clone())
+            .with_cert_resolver(resolver.clone());
+        c.alpn_protocols = alpn;
+        c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        c.send_tls13_tickets = 0;
+        Ok(Arc::new(c))
+    };
     Ok(TlsConfigs {
         starttls: build(Vec::new())?,
         direct: build(vec![ALPN_XMPP_CLIENT.to_vec()])?,
+        s2s_starttls: build_s2s(Vec::new())?,
+        s2s_direct: build_s2s(vec![ALPN_XMPP_SERVER.to_vec()])?,
+        certs: resolver,
     })
 }
 

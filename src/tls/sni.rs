@@ -28,20 +28,25 @@ impl SniResolver {
 
     /// The certificate for `server_name` (as sent in SNI; any case, optional trailing dot).
     pub fn lookup(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
-        let Some(name) = server_name else {
-            return self.default.clone();
-        };
+        server_name
+            .and_then(|n| self.find(n))
+            .unwrap_or_else(|| self.default.clone())
+    }
+
+    /// The certificate of the hosted domain `name` or of its closest hosted parent; `None`
+    /// if neither is hosted (no default: s2s presents a certificate only for its own domain).
+    pub fn find(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         // From the whole name towards shorter parents; each step drops one label, so the
         // loop runs at most once per label.
         let mut candidate = name.as_str();
         loop {
             if let Some((_, key)) = self.certs.iter().find(|(d, _)| d == candidate) {
-                return key.clone();
+                return Some(key.clone());
             }
             match candidate.split_once('.') {
                 Some((_, parent)) if !parent.is_empty() => candidate = parent,
-                _ => return self.default.clone(),
+                _ => return None,
             }
         }
     }

@@ -96,8 +96,9 @@ impl Default for S2sPolicy {
 /// What the driver learnt from a TLS handshake on an s2s connection.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct S2sTlsInfo {
-    /// Domains the peer's certificate is valid for, after the driver's chain validation and
-    /// RFC 6125 name matching (lowercase; empty when no certificate or an invalid one).
+    /// The DNS names of the peer's certificate when its chain validated (lowercase, wildcards
+    /// kept as `*.example.org` and matched per RFC 6125 here; empty when no certificate or an
+    /// invalid one).
     pub peer_cert_valid_for: Vec<String>,
     /// Outgoing only: we presented a certificate the remote should accept for our local
     /// domain, so SASL EXTERNAL is worth trying (XEP-0178).
@@ -106,7 +107,28 @@ pub struct S2sTlsInfo {
 
 impl S2sTlsInfo {
     fn covers(&self, domain: &str) -> bool {
-        self.peer_cert_valid_for.iter().any(|d| d == domain)
+        self.peer_cert_valid_for
+            .iter()
+            .any(|d| cert_name_matches(d, domain))
+    }
+}
+
+/// RFC 6125 §6.4: does a certificate's DNS name (lowercase, maybe `*.example.org`) cover
+/// `domain`? A wildcard stands for exactly one whole left-most label.
+pub fn cert_name_matches(pattern: &str, domain: &str) -> bool {
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(rest) => {
+            if rest.contains('*') || !rest.contains('.') {
+                // `*.org`-like patterns are too wide to honour.
+                return false;
+            }
+            domain
+                .split_once('.')
+                .is_some_and(|(label, tail)| !label.is_empty() && tail == rest)
+        }
+        None => !pattern.contains('*') && pattern == domain,
     }
 }
 
