@@ -1,8 +1,13 @@
 //! One socket's driver-side state and the byte plumbing between the socket, rustls and the
 //! output queue.
 //!
-//! Owns: the socket, the output queue, the rustls session, and whether the core still knows
-//! the connection. Leaves protocol state to the core and scheduling to `net::Driver`.
+//! Owns: the socket, the output queue, the rustls session (server or client side), whether a
+//! non-blocking connect is still in progress, and whether the core still knows the connection.
+//! Leaves protocol state to the core and scheduling to `net::Driver`.
+//!
+//! While an outgoing connection is still connecting, nothing is written to the socket: what
+//! is sent (a DNS query, a TLS ClientHello) waits in `out`, which the first writable event
+//! after the connect flushes.
 //!
 //! Invariant kept by `drain_tls`: after sending or feeding input, rustls holds no unsent
 //! records (`wants_write()` is false); they are on the wire or in `out`. So `out.len()` is the
@@ -23,11 +28,13 @@ use std::net::{Shutdown, SocketAddr};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
-use rustls::ServerConnection;
+use rustls::Connection;
 
 use super::control_socket::LineReader;
 use super::outq::OutQueue;
-use crate::server::TlsInfo;
+use crate::dns::TcpId;
+use crate::dns::wire::TcpDeframer;
+use crate::server::{ConnId, TlsInfo};
 
 /// rustls's cap on plaintext written before the handshake ends and on its unsent records.
 pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
@@ -105,8 +112,31 @@ impl Source for Sock {
 /// What the connection is for.
 pub enum Role {
     C2s,
+    /// Accepted on an s2s listener.
+    S2sIn,
+    /// Opened for the core (`Action::Connect`); the core knows it by its own id.
+    S2sOut(Box<Outgoing>),
     /// A control-socket client; its request line so far.
     Control(LineReader),
+    /// A DNS-over-TCP exchange for the resolver.
+    DnsTcp(Box<DnsTcp>),
+}
+
+/// An outgoing s2s connection's driver-side facts.
+pub struct Outgoing {
+    /// The core's id for it (`OUTGOING_CONN_BIT` set).
+    pub core: ConnId,
+    /// Once TLS started: the remote domain, against which the certificate is checked.
+    pub server_name: Option<String>,
+    /// A certificate for the local domain is configured on the TLS client.
+    pub presented_cert: bool,
+}
+
+/// A DNS-over-TCP exchange: its id and the reply read so far (one message, at most
+/// 2 + 65535 bytes, see `TcpDeframer`).
+pub struct DnsTcp {
+    pub id: TcpId,
+    pub reply: TcpDeframer,
 }
 
 /// Whether the core still knows the connection.
@@ -126,7 +156,7 @@ pub struct Conn {
     pub peer: Option<SocketAddr>,
     pub out: OutQueue,
     /// Boxed: a rustls session is large, and plaintext connections should stay small.
-    pub tls: Option<Box<ServerConnection>>,
+    pub tls: Option<Box<Connection>>,
     /// `handle_tls_ready` was sent.
     pub tls_ready: bool,
     /// Bytes from `Action::StartTls` not yet fed to rustls (the driver feeds them before the
@@ -137,6 +167,8 @@ pub struct Conn {
     pub writable: bool,
     /// Our FIN was sent.
     pub write_shut: bool,
+    /// A non-blocking connect has not completed yet (outgoing connections only).
+    pub connecting: bool,
 }
 
 impl Conn {
@@ -152,11 +184,21 @@ impl Conn {
             state: State::Open,
             writable: false,
             write_shut: false,
+            connecting: false,
         }
     }
 
-    pub fn is_c2s(&self) -> bool {
-        matches!(self.role, Role::C2s)
+    /// The core knows this connection (a stream, not a control client or DNS exchange).
+    pub fn is_core(&self) -> bool {
+        matches!(self.role, Role::C2s | Role::S2sIn | Role::S2sOut(_))
+    }
+
+    /// The id the core knows the connection by: its own for outgoing ones, else the driver's.
+    pub fn core_id(&self, id: ConnId) -> ConnId {
+        match &self.role {
+            Role::S2sOut(o) => o.core,
+            _ => id,
+        }
     }
 
     /// The peer for log lines.
@@ -169,15 +211,36 @@ impl Conn {
 
     /// Queues or writes application bytes (through TLS when on).
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        if self.connecting {
+            return match self.tls.as_deref_mut() {
+                Some(tls) => tls_send(tls, &mut self.out, &mut NotYet, bytes),
+                None => plain_send(&mut self.out, &mut NotYet, bytes).map_err(SendError::Io),
+            };
+        }
         match self.tls.as_deref_mut() {
             Some(tls) => tls_send(tls, &mut self.out, &mut self.sock, bytes),
             None => plain_send(&mut self.out, &mut self.sock, bytes).map_err(SendError::Io),
         }
     }
 
+    /// Moves rustls's pending records (say a ClientHello) to the socket or the queue.
+    pub fn drain(&mut self) -> io::Result<()> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        if self.connecting {
+            drain_tls(tls, &mut self.out, &mut NotYet)
+        } else {
+            drain_tls(tls, &mut self.out, &mut self.sock)
+        }
+    }
+
     /// Writes what is queued, then any TLS records rustls produced meanwhile. Returns whether
-    /// everything is out.
+    /// everything is out (never while still connecting).
     pub fn flush(&mut self) -> io::Result<bool> {
+        if self.connecting {
+            return Ok(false);
+        }
         if !self.out.write_to(&mut self.sock)? {
             return Ok(false);
         }
@@ -185,6 +248,19 @@ impl Conn {
             drain_tls(tls, &mut self.out, &mut self.sock)?;
         }
         Ok(self.out.is_empty())
+    }
+}
+
+/// A socket not yet connected: takes nothing, so writers queue everything.
+struct NotYet;
+
+impl Write for NotYet {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -220,7 +296,7 @@ pub fn plain_send<W: Write>(out: &mut OutQueue, sock: &mut W, bytes: &[u8]) -> i
 
 /// Encrypts `bytes` and moves the records to the wire or the queue.
 pub fn tls_send<W: Write>(
-    tls: &mut ServerConnection,
+    tls: &mut Connection,
     out: &mut OutQueue,
     sock: &mut W,
     bytes: &[u8],
@@ -242,7 +318,7 @@ pub fn tls_send<W: Write>(
 /// Moves rustls's unsent records out: to `sock` directly while nothing is queued ahead of
 /// them, the rest into `out`. Afterwards `tls.wants_write()` is false.
 pub fn drain_tls<W: Write>(
-    tls: &mut ServerConnection,
+    tls: &mut Connection,
     out: &mut OutQueue,
     sock: &mut W,
 ) -> io::Result<()> {
@@ -266,15 +342,21 @@ pub fn drain_tls<W: Write>(
 /// A fresh rustls server session with the driver's buffer cap.
 pub fn new_tls(
     config: std::sync::Arc<rustls::ServerConfig>,
-) -> Result<Box<ServerConnection>, rustls::Error> {
-    let mut tls = ServerConnection::new(config)?;
+) -> Result<Box<Connection>, rustls::Error> {
+    let mut tls = rustls::ServerConnection::new(config)?;
     tls.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-    Ok(Box::new(tls))
+    Ok(Box::new(Connection::Server(tls)))
 }
 
-/// What the completed handshake tells the core: SNI (lowercase) and, for TLS 1.3, the RFC 9266
-/// `tls-exporter` channel binding.
-pub fn tls_info(tls: &ServerConnection) -> TlsInfo {
+/// A rustls client session with the driver's buffer cap.
+pub fn client_tls(mut tls: rustls::ClientConnection) -> Box<Connection> {
+    tls.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    Box::new(Connection::Client(tls))
+}
+
+/// What the completed handshake tells the core: SNI (lowercase, server side) and, for TLS 1.3,
+/// the RFC 9266 `tls-exporter` channel binding. Certificate names are the driver's to add.
+pub fn tls_info(tls: &Connection) -> TlsInfo {
     let channel_binding = if tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
         tls.export_keying_material([0u8; 32], CHANNEL_BINDING_LABEL, None)
             .ok()
@@ -282,8 +364,12 @@ pub fn tls_info(tls: &ServerConnection) -> TlsInfo {
     } else {
         None
     };
+    let sni = match tls {
+        Connection::Server(s) => s.server_name().map(|s| s.to_ascii_lowercase()),
+        Connection::Client(_) => None,
+    };
     TlsInfo {
-        sni: tls.server_name().map(|s| s.to_ascii_lowercase()),
+        sni,
         channel_binding,
         ..TlsInfo::default()
     }
@@ -300,7 +386,7 @@ pub enum Fed {
 
 /// Feeds the front of `input` to rustls (advancing it) and processes the records. An error
 /// is fatal for the connection; rustls may have queued an alert (send it with `drain_tls`).
-pub fn tls_feed(tls: &mut ServerConnection, input: &mut &[u8]) -> Result<Fed, String> {
+pub fn tls_feed(tls: &mut Connection, input: &mut &[u8]) -> Result<Fed, String> {
     let n = tls.read_tls(input).map_err(|e| e.to_string())?;
     tls.process_new_packets().map_err(|e| e.to_string())?;
     if n == 0 && !input.is_empty() {
@@ -359,7 +445,7 @@ mod tests {
 
     /// Runs the handshake through the driver's helpers; returns the server session and what
     /// it wrote to its socket.
-    fn handshake(c: &mut rustls::ClientConnection, out: &mut OutQueue) -> Box<ServerConnection> {
+    fn handshake(c: &mut rustls::ClientConnection, out: &mut OutQueue) -> Box<Connection> {
         let mut s = new_tls(server_config()).unwrap();
         let mut sock = wire();
         // Bounded: a TLS handshake takes a few flights.

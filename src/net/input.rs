@@ -25,6 +25,15 @@ impl Driver {
                 exhausted = false;
                 break;
             };
+            if conn.connecting {
+                // Readiness before the connect completed: a refusal, or the connect is done.
+                self.finish_connect(id, now);
+                if self.conns.get(id).is_none_or(|c| c.connecting) {
+                    exhausted = false;
+                    break;
+                }
+                continue;
+            }
             // STARTTLS leftovers come before anything read later.
             if !conn.tls_stash.is_empty() {
                 let stash = std::mem::take(&mut conn.tls_stash);
@@ -57,10 +66,13 @@ impl Driver {
             }
             if let Role::Control(_) = conn.role {
                 self.control_input(id, bytes, now);
+            } else if let Role::DnsTcp(_) = conn.role {
+                self.dns_tcp_input(id, bytes, now);
             } else if conn.tls.is_some() {
                 self.tls_input(id, bytes, now);
             } else {
-                self.server.handle_bytes(now, id, bytes);
+                let core = conn.core_id(id);
+                self.server.handle_bytes(now, core, bytes);
                 // Before the next read: a StartTls must apply to the bytes that follow.
                 self.apply_actions(now);
             }
@@ -87,8 +99,15 @@ impl Driver {
                     self.control_answer(id, status, now);
                 }
             }
-            (Role::C2s, State::Open) => {
+            (Role::C2s | Role::S2sIn | Role::S2sOut(_), State::Open) => {
                 debug!("{} closed the connection", conn.peer_text());
+                self.lost(id, now);
+            }
+            (Role::DnsTcp(_), State::Open) => {
+                debug!(
+                    "{}: DNS server closed before a whole reply",
+                    conn.peer_text()
+                );
                 self.lost(id, now);
             }
         }
@@ -130,9 +149,29 @@ impl Driver {
             }
             if !conn.tls_ready && !tls.is_handshaking() {
                 conn.tls_ready = true;
-                let info = conn::tls_info(tls);
-                debug!("{}: TLS ready (SNI {:?})", conn.peer_text(), info.sni);
-                self.server.handle_tls_ready(now, id, info);
+                let mut info = conn::tls_info(tls);
+                // s2s: the names the peer's certificate proves (trust roots read on first use).
+                match &conn.role {
+                    Role::S2sIn => {
+                        info.peer_cert_names = self.s2s_tls.peer_names(tls.peer_certificates());
+                    }
+                    Role::S2sOut(o) => {
+                        if let Some(name) = &o.server_name {
+                            info.peer_cert_names =
+                                self.s2s_tls.server_names(tls.peer_certificates(), name);
+                        }
+                        info.presented_cert = o.presented_cert;
+                    }
+                    _ => {}
+                }
+                debug!(
+                    "{}: TLS ready (SNI {:?}, certificate names {:?})",
+                    conn.peer_text(),
+                    info.sni,
+                    info.peer_cert_names
+                );
+                let core = conn.core_id(id);
+                self.server.handle_tls_ready(now, core, info);
                 self.apply_actions(now);
             }
             self.update_interest(id);
@@ -160,7 +199,11 @@ impl Driver {
                 }
                 Ok(chunk) => {
                     let n = chunk.len();
-                    self.server.handle_bytes(now, id, chunk);
+                    let core = match &conn.role {
+                        super::conn::Role::S2sOut(o) => o.core,
+                        _ => id,
+                    };
+                    self.server.handle_bytes(now, core, chunk);
                     reader.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

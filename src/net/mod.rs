@@ -1,6 +1,7 @@
 //! The mio driver: the only code that touches sockets, signals or the clock.
 //!
-//! Owns the event loop: c2s listeners (STARTTLS and direct TLS), the connection table, TLS
+//! Owns the event loop: c2s and s2s listeners (STARTTLS and direct TLS), outgoing s2s
+//! connections (`outgoing`), the resolver's sockets (`dns`), the connection table, TLS
 //! sessions and their buffers, the control socket, SIGTERM/SIGINT/SIGHUP and the driver's own
 //! deadlines. Everything protocol-shaped is the core's (`server::Server`): the driver hands it
 //! bytes, events and the time, then carries out its `Action`s in order.
@@ -16,7 +17,9 @@
 
 mod conn;
 mod control_socket;
+mod dns;
 mod input;
+mod outgoing;
 mod outq;
 mod slots;
 mod timers;
@@ -34,8 +37,9 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::server::{Action, ConnId, ListenerKind, Server};
+use crate::server::{Action, ConnId, ListenerKind, OUTGOING_CONN_BIT, Server};
 use crate::tls::TlsConfigs;
+use crate::tls::client::S2sTls;
 
 use conn::{Conn, Role, SendError, Sock, State};
 use slots::Slots;
@@ -43,8 +47,11 @@ use timers::{DeadlineHeap, earliest};
 
 const SIGNAL_TOKEN: Token = Token(0);
 const CONTROL_TOKEN: Token = Token(1);
+/// The resolver's UDP sockets, IPv4 and IPv6.
+const DNS_UDP4_TOKEN: Token = Token(2);
+const DNS_UDP6_TOKEN: Token = Token(3);
 /// Listener `i` has token `LISTENER_BASE + i`; connections come after the listeners.
-const LISTENER_BASE: usize = 2;
+const LISTENER_BASE: usize = 4;
 
 /// The shared read buffer: one TLS record's worth.
 const READ_BUF_BYTES: usize = 16 * 1024;
@@ -132,7 +139,15 @@ struct Driver {
     /// Token of the connection in slot 0.
     conn_token_base: usize,
     c2s_count: usize,
+    /// s2s connections, both directions (bounded by `s2s.max_connections`).
+    s2s_count: usize,
     control_count: usize,
+    /// The core's ids of outgoing connections to their slot ids; one entry per `S2sOut`.
+    outgoing: std::collections::HashMap<ConnId, ConnId>,
+    /// Trust roots and client configurations for s2s TLS, made on first use.
+    s2s_tls: S2sTls,
+    /// The resolver's sockets and DNS-over-TCP exchanges.
+    dns: dns::DnsSockets,
     timers: DeadlineHeap<Timer>,
     /// Shared by all sockets; taken out while in use so `self` stays borrowable.
     read_buf: Box<[u8]>,
@@ -170,7 +185,19 @@ pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Res
         .listen_tls
         .iter()
         .map(|a| (*a, ListenerKind::C2sDirectTls));
-    for (addr, kind) in plain.chain(direct) {
+    let s2s: &[SocketAddr] = if config.s2s.enabled {
+        &config.s2s.listen
+    } else {
+        &[]
+    };
+    let s2s_direct: &[SocketAddr] = if config.s2s.enabled {
+        &config.s2s.listen_tls
+    } else {
+        &[]
+    };
+    let s2s = s2s.iter().map(|a| (*a, ListenerKind::S2sStartTls));
+    let s2s_direct = s2s_direct.iter().map(|a| (*a, ListenerKind::S2sDirectTls));
+    for (addr, kind) in plain.chain(direct).chain(s2s).chain(s2s_direct) {
         let mut sock = TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         let token = Token(LISTENER_BASE + listeners.len());
@@ -193,6 +220,7 @@ pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Res
 
     let mut driver = Driver {
         conn_token_base: LISTENER_BASE + listeners.len(),
+        s2s_tls: S2sTls::new(config.s2s.ca_file.as_deref()),
         config,
         server,
         tls,
@@ -201,7 +229,10 @@ pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Res
         control: Some(control),
         conns: Slots::new(),
         c2s_count: 0,
+        s2s_count: 0,
         control_count: 0,
+        outgoing: std::collections::HashMap::new(),
+        dns: dns::DnsSockets::default(),
         timers: DeadlineHeap::new(),
         read_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
         again: Vec::new(),
@@ -269,6 +300,8 @@ impl Driver {
     fn dispatch(&mut self, token: Token, readable: bool, writable: bool, now: Instant) {
         if token == CONTROL_TOKEN {
             self.accept_control(now);
+        } else if token == DNS_UDP4_TOKEN || token == DNS_UDP6_TOKEN {
+            self.dns_udp_readable(token, now);
         } else if token.0 >= LISTENER_BASE && token.0 < self.conn_token_base {
             self.accept(token.0 - LISTENER_BASE, now);
         } else if let Some(id) = token
@@ -288,6 +321,16 @@ impl Driver {
 
     fn token_of(&self, id: ConnId) -> Token {
         Token(self.conn_token_base + Slots::<Conn>::index_of(id))
+    }
+
+    /// The slot id of a connection the core names: outgoing ids are the core's own and are
+    /// looked up, the others are the driver's.
+    fn slot_of(&self, core: ConnId) -> Option<ConnId> {
+        if core.0 & OUTGOING_CONN_BIT != 0 {
+            self.outgoing.get(&core).copied()
+        } else {
+            Some(core)
+        }
     }
 
     /// Applies every pending action and feeds STARTTLS leftovers, until neither produces more.
@@ -314,12 +357,31 @@ impl Driver {
     fn apply_actions(&mut self, now: Instant) {
         while let Some(action) = self.server.poll_action() {
             match action {
-                Action::Send { conn, bytes } => self.send(conn, &bytes, now),
-                Action::StartTls { conn, buffered } => self.start_tls(conn, buffered, now),
-                Action::Close { conn } => self.begin_close(conn, now),
-                // SKELETON (wip-fed-net): outgoing connections and DNS sockets.
-                a @ (Action::Connect { .. } | Action::StartTlsClient { .. } | Action::Dns(_)) => {
-                    warn!("not yet supported: {a:?}")
+                Action::Connect { conn, addr, tls } => self.connect(conn, addr, tls, now),
+                Action::Dns(t) => self.dns_transmit(t, now),
+                Action::Send { conn, bytes } => {
+                    if let Some(id) = self.slot_of(conn) {
+                        self.send(id, &bytes, now)
+                    }
+                }
+                Action::StartTls { conn, buffered } => {
+                    if let Some(id) = self.slot_of(conn) {
+                        self.start_tls(id, buffered, now)
+                    }
+                }
+                Action::StartTlsClient {
+                    conn,
+                    buffered,
+                    tls,
+                } => {
+                    if let Some(id) = self.slot_of(conn) {
+                        self.start_tls_client(id, buffered, &tls, now)
+                    }
+                }
+                Action::Close { conn } => {
+                    if let Some(id) = self.slot_of(conn) {
+                        self.begin_close(id, now)
+                    }
                 }
             }
         }
@@ -348,15 +410,24 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
             return;
         };
-        if conn.tls.is_some() || !conn.is_c2s() {
-            warn!(
-                "{}: STARTTLS on a connection that cannot have it",
-                conn.peer_text()
-            );
+        let config = match conn.role {
+            Role::C2s => self.tls.starttls.clone(),
+            Role::S2sIn => self.tls.s2s_starttls.clone(),
+            _ => {
+                warn!(
+                    "{}: STARTTLS on a connection that cannot have it",
+                    conn.peer_text()
+                );
+                self.lost(id, now);
+                return;
+            }
+        };
+        if conn.tls.is_some() {
+            warn!("{}: STARTTLS on a TLS connection", conn.peer_text());
             self.lost(id, now);
             return;
         }
-        match conn::new_tls(self.tls.starttls.clone()) {
+        match conn::new_tls(config) {
             Ok(tls) => {
                 // Whatever is queued (`<proceed/>`) goes out before the first TLS record:
                 // `drain_tls` appends records behind the queue.
@@ -383,6 +454,11 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
             return;
         };
+        if conn.connecting {
+            // Nothing was exchanged yet: there is nothing to flush or say goodbye to.
+            self.free(id);
+            return;
+        }
         conn.state = State::Closing;
         if let Some(tls) = conn.tls.as_deref_mut() {
             tls.send_close_notify();
@@ -421,7 +497,8 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        let want = !conn.out.is_empty();
+        // While connecting, writability is how the connect's completion is announced.
+        let want = !conn.out.is_empty() || conn.connecting;
         if want == conn.writable {
             return;
         }
@@ -450,7 +527,13 @@ impl Driver {
         }
         match conn.role {
             Role::C2s => self.c2s_count = self.c2s_count.saturating_sub(1),
+            Role::S2sIn => self.s2s_count = self.s2s_count.saturating_sub(1),
+            Role::S2sOut(o) => {
+                self.s2s_count = self.s2s_count.saturating_sub(1);
+                self.outgoing.remove(&o.core);
+            }
             Role::Control(_) => self.control_count = self.control_count.saturating_sub(1),
+            Role::DnsTcp(d) => self.dns.forget_tcp(d.id),
         }
     }
 
@@ -460,13 +543,24 @@ impl Driver {
     /// The actions this produces are left to the caller's loop (`apply_actions` or `settle`),
     /// so a chain of slow readers being dropped never nests `apply_actions` calls.
     fn lost(&mut self, id: ConnId, now: Instant) {
-        let tell = self
-            .conns
-            .get(id)
-            .is_some_and(|c| c.state == State::Open && c.is_c2s());
+        enum Tell {
+            Nobody,
+            Core(ConnId),
+            Resolver(crate::dns::TcpId),
+        }
+        let tell = match self.conns.get(id) {
+            Some(c) if c.state == State::Open && c.is_core() => Tell::Core(c.core_id(id)),
+            Some(c) if c.state == State::Open => match &c.role {
+                Role::DnsTcp(d) => Tell::Resolver(d.id),
+                _ => Tell::Nobody,
+            },
+            _ => Tell::Nobody,
+        };
         self.free(id);
-        if tell {
-            self.server.handle_disconnect(now, id);
+        match tell {
+            Tell::Core(core) => self.server.handle_disconnect(now, core),
+            Tell::Resolver(tcp) => self.server.handle_dns_tcp(now, tcp, None),
+            Tell::Nobody => {}
         }
     }
 
@@ -474,6 +568,15 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
+        if conn.connecting {
+            self.finish_connect(id, now);
+        }
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.connecting {
+            return;
+        }
         if conn.state == State::Closing {
             self.progress_close(id);
             return;
@@ -517,7 +620,18 @@ impl Driver {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind, now: Instant) {
-        if self.c2s_count >= self.config.limits.max_connections {
+        let s2s = matches!(kind, ListenerKind::S2sStartTls | ListenerKind::S2sDirectTls);
+        if s2s && self.s2s_count >= self.config.s2s.max_connections {
+            debug!("refusing {peer}: s2s max_connections reached");
+            if self.full_warn.allow(now) {
+                warn!(
+                    "s2s max_connections ({}) reached; refusing new s2s connections",
+                    self.config.s2s.max_connections
+                );
+            }
+            return;
+        }
+        if !s2s && self.c2s_count >= self.config.limits.max_connections {
             debug!("refusing {peer}: max_connections reached");
             if self.full_warn.allow(now) {
                 warn!(
@@ -531,9 +645,15 @@ impl Driver {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{peer}: set_nodelay: {e}");
         }
-        let mut conn = Conn::new(Sock::Tcp(stream), Role::C2s, Some(peer));
-        if kind == ListenerKind::C2sDirectTls {
-            match conn::new_tls(self.tls.direct.clone()) {
+        let role = if s2s { Role::S2sIn } else { Role::C2s };
+        let mut conn = Conn::new(Sock::Tcp(stream), role, Some(peer));
+        let direct = match kind {
+            ListenerKind::C2sDirectTls => Some(self.tls.direct.clone()),
+            ListenerKind::S2sDirectTls => Some(self.tls.s2s_direct.clone()),
+            ListenerKind::C2sStartTls | ListenerKind::S2sStartTls => None,
+        };
+        if let Some(config) = direct.clone() {
+            match conn::new_tls(config) {
                 Ok(tls) => conn.tls = Some(tls),
                 Err(e) => {
                     warn!("{peer}: cannot start TLS: {e}");
@@ -542,10 +662,14 @@ impl Driver {
             }
         }
         let Some(id) = self.insert(conn) else { return };
-        self.c2s_count += 1;
+        if s2s {
+            self.s2s_count += 1;
+        } else {
+            self.c2s_count += 1;
+        }
         debug!("accepted {peer} as {id:?} ({kind:?})");
         self.server.handle_accept(now, id, kind, peer);
-        if kind == ListenerKind::C2sDirectTls {
+        if direct.is_some() {
             self.timers
                 .push(now + HANDSHAKE_TIMEOUT, Timer::Handshake(id));
         }
@@ -645,6 +769,9 @@ impl Driver {
         match crate::tls::load(&self.config) {
             Ok(tls) => {
                 self.tls = tls;
+                // Client configurations hold the old certificates; the roots may have changed
+                // too. Both are made again at the next use.
+                self.s2s_tls.reset(self.config.s2s.ca_file.as_deref());
                 info!("reloaded certificates");
             }
             Err(e) => error!("reloading certificates failed, keeping the old ones: {e}"),

@@ -4,8 +4,14 @@
 //! carry) and the values stored. A `ConnId` is `(generation << 32) | index`; freeing a slot
 //! bumps its generation, so an id the core still holds for a closed connection never names the
 //! socket that later reuses the slot.
+//!
+//! Generations wrap at 2^31, so a driver id never has bit 63 set: that bit marks the ids the
+//! core makes for outgoing connections (`server::OUTGOING_CONN_BIT`).
 
 use crate::server::ConnId;
+
+/// Generations count modulo this (see the module doc).
+const GENERATION_MASK: u32 = 0x7fff_ffff;
 
 struct Slot<T> {
     generation: u32,
@@ -110,7 +116,7 @@ impl<T> Slots<T> {
             return None;
         }
         let value = slot.value.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         self.free.push(index);
         self.len -= 1;
         Some(value)
@@ -189,6 +195,19 @@ mod tests {
         assert_eq!(s.id_at(0), None);
         assert_eq!(s.id_at(7), None);
         assert!(s.ids().is_empty());
+    }
+
+    #[test]
+    fn generation_at_mask_wraps_without_outgoing_bit() {
+        let mut s = Slots::new();
+        s.insert(1).unwrap();
+        s.slots[0].generation = GENERATION_MASK;
+        let top = make_id(GENERATION_MASK, 0);
+        assert_eq!(top.0 & crate::server::OUTGOING_CONN_BIT, 0);
+        assert_eq!(s.remove(top), Some(1));
+        let b = s.insert(2).unwrap();
+        assert_eq!(b.0 >> 32, 0);
+        assert_eq!(b.0 & crate::server::OUTGOING_CONN_BIT, 0);
     }
 
     #[test]
