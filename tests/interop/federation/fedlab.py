@@ -19,6 +19,7 @@ Names in the zone (all under `.test`, which dnsmasq answers itself and never for
   cn.test    Prosody a       _xmpp-server  -> alias.cn.test:5299, alias.cn.test CNAME xmpp.a.test
   d.test     Prosody d       _xmpps-server -> xmpp.d.test:5399 only (XEP-0368 direct TLS only)
   e.test     ejabberd e      _xmpp-server  -> xmpp.e.test:5289 (if ejabberd is installed)
+  dead.test  -               _xmpp-server  -> xmpp.a.test:5999 only (closed port)
   dot.test   -               _xmpp-server  -> "." (service decidedly not available)
   nx.test    -               nothing at all (NXDOMAIN for every name)
 
@@ -559,6 +560,8 @@ def records() -> list[str]:
         "srv-host=_xmpps-server._tcp.d.test,xmpp.d.test,5399,0,5",
         f"host-record=e.test,{e}", f"host-record=xmpp.e.test,{e}",
         "srv-host=_xmpp-server._tcp.e.test,xmpp.e.test,5289,0,5",
+        # the only target is dead (closed port): connecting fails, queued stanzas bounce
+        f"srv-host=_xmpp-server._tcp.dead.test,xmpp.a.test,{DEAD_PORT},0,5",
         # no port, no target: dnsmasq publishes the "." target (RFC 2782: service not available)
         "srv-host=_xmpp-server._tcp.dot.test",
     ]

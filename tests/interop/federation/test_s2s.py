@@ -140,6 +140,34 @@ def test_message_to_unresolvable_domain_bounces_remote_server_not_found(hearth, 
     run(body())
 
 
+def test_message_all_targets_dead_bounces_remote_server_error(hearth):
+    """dead.test's only SRV target refuses connections: the queued stanza comes back."""
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            send(carl, "nobody@dead.test", "to a dead server", mid="bounce-dead")
+            err = await wait_error(carl, "bounce-dead")
+            assert err["error"]["condition"] in ("remote-server-not-found", "remote-server-timeout"), err
+
+    run(body())
+
+
+def test_message_to_unknown_remote_user_error_comes_back(hearth, lab):
+    """The peer's error for a user it does not have travels back over s2s to the sender."""
+    a = lab.nodes["a"]
+
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            await peer_login(s, a, "pat@a.test")  # a.test is up; only the user is unknown
+            send(carl, "nobody@a.test", "to no one", mid="bounce-user")
+            err = await wait_error(carl, "bounce-user")
+            assert err["from"].bare == "nobody@a.test", err
+            assert err["error"]["condition"] == "service-unavailable", err
+
+    run(body())
+
+
 def test_message_dead_primary_srv_uses_secondary(hearth, lab):
     """fo.test: priority 0 -> a closed port, priority 10 -> Prosody a."""
     a = lab.nodes["a"]
