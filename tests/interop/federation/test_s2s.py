@@ -223,3 +223,30 @@ def test_burst_while_connecting_all_arrive_in_order(hearth, lab):
             assert got == [f"burst {i}" for i in range(BURST)]
 
     run(body())
+
+
+def test_peer_down_bounces_then_back_is_retried(hearth, lab):
+    """Prosody d stops (its streams with Hearth close): a message bounces; d starts again: the
+    next message reaches it over a new connection. Runs last; leaves d running."""
+    d = lab.nodes["d"]
+
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            dan = await peer_login(s, d, "dan@d.test")
+            send(carl, "dan@d.test", "before the restart")
+            await wait_body(dan, "carl@h.test", "before the restart")
+            await dan.close()
+            d.stop()
+            try:
+                send(carl, "dan@d.test", "while down", mid="bounce-down")
+                err = await wait_error(carl, "bounce-down", timeout=60)
+                assert err["error"]["condition"] in ("remote-server-not-found", "remote-server-timeout"), err
+            finally:
+                d.start()
+                d.wait()
+            dan = await peer_login(s, d, "dan@d.test")
+            send(carl, "dan@d.test", "after the restart")
+            await wait_body(dan, "carl@h.test", "after the restart")
+
+    run(body(), timeout=150)
