@@ -29,6 +29,7 @@ and `up()` first removes a lab left behind by a killed run (same prefix).
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import pathlib
 import shutil
@@ -67,7 +68,12 @@ def missing_tools(with_ejabberd: bool = False) -> list[str]:
     tools = ["ip", "openssl", "dnsmasq", "prosody", "prosodyctl"]
     if with_ejabberd:
         tools.append("ejabberdctl")
-    return [t for t in tools if shutil.which(t) is None and not os.path.exists(f"/usr/sbin/{t}")]
+    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(f"/usr/sbin/{t}")]
+    # Prosody's fallback resolver reads /etc/resolv.conf only; the lab needs libunbound's
+    # `forward` to reach the lab DNS.
+    if not glob.glob("/usr/lib/*/lua/*/lunbound.so") and not glob.glob("/usr/lib/lua/*/lunbound.so"):
+        missing.append("lua-unbound")
+    return missing
 
 
 def tool(name: str) -> str:
@@ -219,8 +225,6 @@ class Prosody(Node):
             # anyone, unless told that the zone is transparent.
             f'unbound = {{ resolvconf = false; hoststxt = false; forward = "{DNS_IP}@53"; '
             'options = { ["local-zone:"] = "test. transparent" } }',
-            # Without lua-unbound Prosody uses its own resolver, which reads this.
-            f'resolvconf = "{self.dir}/resolv.conf"',
         ]
         for domain in self.hosts:
             lines += [
@@ -228,7 +232,6 @@ class Prosody(Node):
                 f'  ssl = {{ certificate = "{certs}/{domain}.crt"; key = "{certs}/{domain}.key"; cafile = "{cafile}" }}',
             ]
         self.config.write_text("\n".join(lines) + "\n")
-        (self.dir / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
 
     def start(self) -> None:
         (self.dir / "data").mkdir(exist_ok=True)
