@@ -24,15 +24,6 @@ PEERS = {
     "ejabberd": ("e", "e.test", "eve", "ed"),
 }
 
-# Marks for what Hearth does not do yet (the lead removes them as features land).
-XFAIL: dict[str, str] = {}
-
-
-def xfail(name: str):
-    reason = XFAIL.get(name)
-    return [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-
-
 @pytest.fixture(params=list(PEERS), ids=list(PEERS))
 def peer(request, lab):
     node, domain, user, sub_user = PEERS[request.param]
@@ -121,6 +112,39 @@ class TestBothWays:
                 assert res["type"] == "result" and res["from"] == alice.boundjid, res
 
         run(body())
+
+
+def test_auth_external_with_server_auth_only_cert_and_dialback_both_used(hearth, lab):
+    """Both XEP-0178 and XEP-0220 happen in the lab: Prosody d trusts the lab CA and its own
+    certificate has serverAuth only (Let's Encrypt's new profile), so d -> h.test must be SASL
+    EXTERNAL; Prosody a does not trust the lab CA, so h.test -> a.test must be dialback.
+    Read from Hearth's log ("s2s A -> B: ... (SaslExternal|Dialback)" lines)."""
+    a, d = lab.nodes["a"], lab.nodes["d"]
+    if isinstance(hearth, type(a)):
+        pytest.skip("reads Hearth's log")
+
+    async def body():
+        async with Session() as s:
+            alice = await hearth_login(s, hearth, "alice@h.test")
+            pat = await peer_login(s, a, "pat@a.test")
+            dan = await peer_login(s, d, "dan@d.test")
+            send(alice, "pat@a.test", "auth check a")
+            await wait_body(pat, "alice@h.test", "auth check a")
+            send(dan, "alice@h.test", "auth check d")
+            await wait_body(alice, "dan@d.test", "auth check d")
+
+    run(body())
+    lines = hearth.log_text().splitlines()
+
+    def seen(pair: str, how: str) -> bool:
+        return any(f"s2s {pair}:" in line and f"({how})" in line for line in lines)
+
+    assert seen("d.test -> h.test", "SaslExternal"), \
+        "no 's2s d.test -> h.test: ... (SaslExternal)' in Hearth's log:\n" + "\n".join(
+            line for line in lines if "d.test" in line and "s2s" in line)
+    assert seen("h.test -> a.test", "Dialback"), \
+        "no 's2s h.test -> a.test: ... (Dialback)' in Hearth's log:\n" + "\n".join(
+            line for line in lines if "a.test" in line and "s2s" in line)
 
 
 @pytest.mark.parametrize("domain,why", [
