@@ -6,7 +6,17 @@
 //!
 //! Owns: the connection table of the core, timers, presence broadcast and the dispatch of
 //! stanzas to sessions or to features. Leaves negotiation to `stream::c2s`, delivery rules to
-//! `router`, answers to `features`, persistence to `store`.
+//! `router`, answers to `features`, persistence to `store`, and everything server-to-server
+//! (s2s connections, their ids, DNS) to `federation`, which exists when `[s2s] enabled`.
+//!
+//! Driver contract for federation, beyond what each `Action` says:
+//! - connections the core opens carry ids with `OUTGOING_CONN_BIT`; for them `Close` may come
+//!   while TCP (or direct TLS) is still connecting (the connect timeout passed): abandon the
+//!   attempt and report nothing more for that id;
+//! - a refused or failed connect is `handle_disconnect`, like a later failure;
+//! - after `StartTls` on an s2s connection, `handle_tls_ready` must come before any further
+//!   `handle_bytes` of it (bytes before are ignored, not parsed);
+//! - `TlsInfo::peer_cert_names` only for a chain that validated; the core matches names.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -292,14 +302,16 @@ impl Server {
 
     /// Graceful shutdown: every stream gets `system-shutdown` and a `Close`.
     pub fn handle_shutdown(&mut self, now: Instant) {
+        // Federation first: what it bounces still reaches the local senders.
+        if let Some(f) = self.federation.as_mut() {
+            f.shutdown(now);
+            self.process(now);
+        }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.with_conn(id, |c, env| {
                 c.fail(StreamError::new(StreamCondition::SystemShutdown), env)
             });
-        }
-        if let Some(f) = self.federation.as_mut() {
-            f.shutdown(now);
         }
         self.process(now);
     }
@@ -561,7 +573,10 @@ impl Server {
     /// sent after a write may acknowledge it, and nothing is acknowledged before it is durable.
     fn push_action(&mut self, action: Action) {
         if self.store.has_uncommitted() || !self.held.is_empty() {
-            if matches!(action, Action::StartTls { .. }) {
+            if matches!(
+                action,
+                Action::StartTls { .. } | Action::StartTlsClient { .. }
+            ) {
                 // The driver must switch to TLS before it reads this connection again, so
                 // this cannot wait for the end of the turn: commit now.
                 self.held.push_back(action);
@@ -592,5 +607,7 @@ impl Server {
     }
 }
 
+#[cfg(test)]
+mod fed_tests;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,10 @@ pub struct Harness {
     pub out: HashMap<ConnId, String>,
     pub closed: Vec<ConnId>,
     pub starttls: Vec<ConnId>,
+    /// Federation actions (`Connect`, `StartTlsClient`, `Dns`) for a test's network shim.
+    pub fed: Vec<Action>,
+    /// The first hosted domain: where alice, bob and carol live.
+    pub domain: String,
 }
 
 pub const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
@@ -51,10 +55,11 @@ impl Harness {
     pub fn with_config(config: Config) -> Harness {
         let mut store = MemoryStore::new();
         let mut rng = SeededRandom(7);
+        let domain = config.domains[0].clone();
         for user in ["alice", "bob", "carol"] {
             let creds = Credentials::derive("pw", 4096, &mut |b| rng.fill(b)).unwrap();
             store
-                .account_create(&format!("{user}@localhost"), &creds)
+                .account_create(&format!("{user}@{domain}"), &creds)
                 .unwrap();
         }
         let now = Instant::now();
@@ -70,6 +75,8 @@ impl Harness {
             out: HashMap::new(),
             closed: Vec::new(),
             starttls: Vec::new(),
+            fed: Vec::new(),
+            domain,
         }
     }
 
@@ -84,8 +91,9 @@ impl Harness {
                     .push_str(&String::from_utf8(bytes).unwrap()),
                 Action::StartTls { conn, .. } => self.starttls.push(conn),
                 Action::Close { conn } => self.closed.push(conn),
-                // SKELETON (wip-fed-core): federation actions in the test harness.
-                Action::Connect { .. } | Action::StartTlsClient { .. } | Action::Dns(_) => {}
+                a @ (Action::Connect { .. } | Action::StartTlsClient { .. } | Action::Dns(_)) => {
+                    self.fed.push(a)
+                }
             }
         }
     }
@@ -121,7 +129,8 @@ impl Harness {
     /// STARTTLS, PLAIN, bind; returns the connection with its output taken.
     pub fn login(&mut self, user: &str, resource: &str) -> ConnId {
         let c = self.connect();
-        self.send(c, HEADER);
+        let header = HEADER.replace("to='localhost'", &format!("to='{}'", self.domain));
+        self.send(c, &header);
         assert!(self.take(c).contains("<starttls"));
         self.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
         assert!(self.take(c).contains("<proceed"));
@@ -129,7 +138,7 @@ impl Harness {
         self.server
             .handle_tls_ready(self.now, c, TlsInfo::default());
         self.drain();
-        self.send(c, HEADER);
+        self.send(c, &header);
         assert!(self.take(c).contains("<mechanism>PLAIN</mechanism>"));
         let auth = b64(format!("\0{user}\0pw").as_bytes());
         self.send(
@@ -139,7 +148,7 @@ impl Harness {
             ),
         );
         assert!(self.take(c).contains("<success"), "login of {user} failed");
-        self.send(c, HEADER);
+        self.send(c, &header);
         assert!(self.take(c).contains("urn:ietf:params:xml:ns:xmpp-bind"));
         self.send(
             c,
@@ -147,7 +156,7 @@ impl Harness {
         );
         let bound = self.take(c);
         assert!(
-            bound.contains(&format!("<jid>{user}@localhost/{resource}</jid>")),
+            bound.contains(&format!("<jid>{user}@{}/{resource}</jid>", self.domain)),
             "{bound}"
         );
         c

@@ -15,7 +15,8 @@
 //! Federation (`[s2s]`) is on in a config file (listening on `[::]:5269`) and off in the
 //! built-in setup, whose domain `localhost` cannot federate. With federation on,
 //! `Config::load` reads /etc/resolv.conf (the core never reads files): its nameservers are
-//! used unless `[dns] nameservers` lists others, and its `options timeout/attempts` apply.
+//! used unless `[dns] nameservers` lists others, and its `options timeout/attempts` apply;
+//! without the file, resolv.conf(5)'s defaults (a nameserver on 127.0.0.1).
 //! `[dns] nameservers` entries are IP addresses with an optional port (53 by default).
 //!
 //! ```toml
@@ -295,16 +296,9 @@ impl Config {
         let mut c = Config::parse(&text, &file)?;
         if c.s2s.enabled {
             // The resolver's timeout and attempts come from it even with `[dns] nameservers`.
-            match std::fs::read_to_string(RESOLV_CONF) {
-                Ok(t) => c.dns.resolv_conf = Some(crate::dns::resolv_conf::parse(&t)),
-                Err(e) if c.dns.nameservers.is_empty() => {
-                    return Err(ConfigError(format!(
-                        "cannot read {RESOLV_CONF} for federation's DNS ({e}); set \
-                         `[dns] nameservers` in {} or `[s2s] enabled = false`",
-                        file.display()
-                    )));
-                }
-                Err(_) => {}
+            // Without the file, resolv.conf(5)'s defaults apply (a nameserver on this host).
+            if let Ok(t) = std::fs::read_to_string(RESOLV_CONF) {
+                c.dns.resolv_conf = Some(crate::dns::resolv_conf::parse(&t));
             }
         }
         Ok(c)
@@ -1159,12 +1153,29 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
                 at(2)
             )
         );
-        let nine = vec!["'127.0.0.1'"; 9].join(", ");
+        let nine = ["'127.0.0.1'"; 9].join(", ");
         assert!(err(&format!("[dns]\nnameservers = [{nine}]")).contains("at most 8 are used"));
         assert_eq!(
             err("[dns]\nsearch = []"),
             format!("unknown key `dns.search`{}", at(2))
         );
+    }
+
+    #[test]
+    fn load_reads_resolv_conf_only_when_federating() {
+        let dir = temp_dir("resolv");
+        let on = dir.join("on.toml");
+        let off = dir.join("off.toml");
+        std::fs::write(&on, "domains = ['example.org']\n").unwrap();
+        std::fs::write(&off, "domains = ['example.org']\n[s2s]\nenabled = false\n").unwrap();
+        let c = Config::load(&on).unwrap();
+        assert_eq!(
+            c.dns.resolv_conf.is_some(),
+            Path::new(RESOLV_CONF).exists(),
+            "read when present"
+        );
+        assert_eq!(Config::load(&off).unwrap().dns.resolv_conf, None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

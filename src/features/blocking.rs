@@ -267,8 +267,16 @@ fn announce_unavailable(ctx: &mut Ctx, account: &Jid, added: &[Jid]) {
         return;
     }
     for target in targets {
-        // Remote contacts need federation, which does not exist yet; then this will route.
+        // A remote contact has no inbound hook here to stop them: they go over federation.
         if !ctx.config.hosts(target.domain()) {
+            for from in &resources {
+                ctx.out.route(
+                    Element::new("presence", ns::CLIENT)
+                        .with_attr("type", "unavailable")
+                        .with_attr("from", &from.to_string())
+                        .with_attr("to", &target.to_string()),
+                );
+            }
             continue;
         }
         let recipient = target.to_bare();

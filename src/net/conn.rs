@@ -570,6 +570,61 @@ mod tests {
         assert_eq!(sock.written.first(), Some(&0x15));
     }
 
+    /// A mio stream whose connect to a local listener may still be in progress.
+    fn connecting_conn() -> (Conn, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut conn = Conn::new(Sock::Tcp(stream), Role::C2s, None);
+        conn.connecting = true;
+        (conn, listener)
+    }
+
+    #[test]
+    fn connecting_send_queued_not_written_until_connected() {
+        let (mut conn, listener) = connecting_conn();
+        conn.send(b"<query/>").unwrap();
+        assert_eq!(conn.out.len(), 8);
+        assert!(!conn.flush().unwrap());
+        assert_eq!(conn.out.len(), 8);
+        // Connected: the queue goes out in order.
+        let (mut peer, _) = listener.accept().unwrap();
+        conn.connecting = false;
+        let mut done = false;
+        // Bounded: a loopback socket takes 8 bytes at once, or soon after.
+        for _ in 0..100 {
+            if conn.flush().unwrap() {
+                done = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(done);
+        let mut got = [0u8; 8];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"<query/>");
+    }
+
+    #[test]
+    fn connecting_client_hello_queued_in_out() {
+        let (mut conn, _listener) = connecting_conn();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(CERT_DER.to_vec())).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+        conn.tls = Some(client_tls(tls));
+        conn.drain().unwrap();
+        // 0x16 = TLS handshake record: the ClientHello waits for the connect.
+        assert!(conn.out.len() > 5);
+        let mut sink = wire();
+        conn.out.write_to(&mut sink).unwrap();
+        assert_eq!(sink.written.first(), Some(&0x16));
+    }
+
     #[test]
     fn idle_conn_small_struct() {
         // Memory budget: an idle connection is this struct plus the kernel's socket buffers.

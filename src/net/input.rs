@@ -187,6 +187,7 @@ impl Driver {
             let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
                 return;
             };
+            let core = conn.core_id(id);
             let Some(tls) = conn.tls.as_deref_mut() else {
                 return;
             };
@@ -199,10 +200,6 @@ impl Driver {
                 }
                 Ok(chunk) => {
                     let n = chunk.len();
-                    let core = match &conn.role {
-                        super::conn::Role::S2sOut(o) => o.core,
-                        _ => id,
-                    };
                     self.server.handle_bytes(now, core, chunk);
                     reader.consume(n);
                 }

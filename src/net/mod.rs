@@ -9,7 +9,11 @@
 //! Memory: one shared 16 KiB read buffer for all sockets (decrypted bytes go to the core
 //! straight from rustls's record buffers); an idle connection holds no buffer of its own (its
 //! output queue is freed when it drains). rustls itself keeps about 7.5 KB per established
-//! session (see `conn`).
+//! session (see `conn`). Federation adds nothing while idle: the resolver's UDP sockets are
+//! bound at the first query, the s2s trust roots (~150 certificates) are read at the first
+//! s2s TLS handshake, client configurations at the first outgoing stream per local domain
+//! (`tls::client`); outgoing connections are bounded by `s2s.max_connections` together with
+//! incoming ones, DNS-over-TCP exchanges by `dns::MAX_DNS_TCP`.
 //!
 //! Ordering: after every core call that may produce actions, the driver applies them all
 //! before reading more from any socket, so an `Action::StartTls` takes effect before the next

@@ -232,6 +232,16 @@ impl Federation {
         key: &str,
     ) {
         let rkey = (receiving.to_owned(), originating.to_owned());
+        if self.config.hosts(originating) {
+            // A peer claiming one of our own domains is spoofing: no need to ask ourselves.
+            log::info!("s2s: dialback from a peer claiming our own {originating}");
+            let v = Verify {
+                receiving: receiving.to_owned(),
+                stream_id: stream_id.to_owned(),
+                key: key.to_owned(),
+            };
+            return self.verify_answer(now, &v, originating, DialbackVerdict::Invalid);
+        }
         if !self.routes.contains_key(&rkey) {
             self.new_route(now, &rkey);
         }

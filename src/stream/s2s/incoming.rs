@@ -11,10 +11,8 @@
 //!
 //! Stanza addressing (RFC 6120 §4.9.3.10, §4.9.3.12, §8.1.1.1, §8.1.2.1; XEP-0220 §2.2.1):
 //! - no domain pair authenticated yet: stream error `not-authorized`;
-//! - `from` missing or not a JID, or its domain not authenticated on this stream (spoofing):
-//!   stream error `invalid-from`;
-//! - `to` missing or not a JID: stream error `bad-format` (RFC 6120's `improper-addressing`
-//!   is not among our conditions yet);
+//! - `from` or `to` missing or not a JID: stream error `improper-addressing` (§4.9.3.12);
+//! - `from`'s domain not authenticated on this stream (spoofing): stream error `invalid-from`;
 //! - `from` authenticated, but not for this `to` domain: the stanza is refused
 //!   (`Upcall::Reject`), `item-not-found` if we do not host `to`, else `not-authorized`; the
 //!   stream lives on, since other pairs on it are fine.
@@ -618,9 +616,10 @@ impl S2sIn {
         if !self.has_valid_pair() {
             return self.fail(StreamError::new(StreamCondition::NotAuthorized));
         }
+        // RFC 6120 §4.9.3.12: a missing, empty or malformed address is improper addressing.
         let Some(from) = address_domain(&e, "from") else {
             return self.fail(StreamError::with_text(
-                StreamCondition::InvalidFrom,
+                StreamCondition::ImproperAddressing,
                 "missing or malformed 'from'",
             ));
         };
@@ -630,7 +629,7 @@ impl S2sIn {
         }
         let Some(to) = address_domain(&e, "to") else {
             return self.fail(StreamError::with_text(
-                StreamCondition::BadFormat,
+                StreamCondition::ImproperAddressing,
                 "missing or malformed 'to'",
             ));
         };

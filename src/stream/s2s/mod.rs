@@ -9,6 +9,8 @@
 //!
 //! # Wiring (what the server and the driver are expected to do)
 //!
+//! `server::federation` does this; the notes stay as the machines' contract.
+//!
 //! One [`S2sConfig`] is built at startup and shared (`Arc`) by every s2s machine. Its secret
 //! comes from 32 random bytes; keys need only verify within this process's life.
 //!

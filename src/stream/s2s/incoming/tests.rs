@@ -403,10 +403,19 @@ fn open_stanza_spoofed_from_invalid_from() {
 }
 
 #[test]
-fn open_stanza_without_from_invalid_from() {
+fn open_stanza_without_from_improper_addressing() {
     let mut t = authenticated_plain();
     let out = sent(&t.feed("<message to='b@hearth.example'/>"));
-    assert!(out.contains("<invalid-from"), "{out}");
+    assert!(out.contains("<improper-addressing"), "{out}");
+    assert!(t.s.is_closed());
+}
+
+#[test]
+fn open_stanza_without_to_improper_addressing() {
+    let mut t = authenticated_plain();
+    let out = sent(&t.feed("<message from='a@remote.example'/>"));
+    assert!(out.contains("<improper-addressing"), "{out}");
+    assert!(t.s.is_closed());
 }
 
 #[test]
