@@ -171,3 +171,87 @@ def run(coro, timeout: float = 90):
             loop.run_until_complete(asyncio.wait(pending, timeout=5))
         loop.close()
         asyncio.set_event_loop(None)
+
+
+class RawS2s:
+    """A hand-driven s2s stream to a lab server (blocking, every read bounded): STARTTLS, then
+    SASL EXTERNAL with a lab certificate. For what no real peer would send (spoofed `from`)."""
+
+    def __init__(self, ip: str, port: int, frm: str, to: str, cert: str, key: str, timeout: float = 10):
+        import socket
+
+        self.frm, self.to, self.timeout = frm, to, timeout
+        self.sock = socket.create_connection((ip, port), timeout=timeout)
+        self.buf = b""
+        self.header()
+        self.until(b"</stream:features>")
+        self.sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.until(b"<proceed")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(cert, key)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=to)
+        self.buf = b""
+        self.header()
+        features = self.until(b"</stream:features>")
+        if b"EXTERNAL" not in features:
+            raise AssertionError(f"no SASL EXTERNAL offered to {frm}: {features!r}")
+        import base64
+
+        self.sock.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                          + base64.b64encode(frm.encode()) + b"</auth>")
+        self.until(b"<success")
+        self.buf = b""
+        self.header()
+        self.until(b"</stream:features>")
+
+    def header(self) -> None:
+        self.sock.sendall(
+            f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+            f"xmlns:stream='http://etherx.jabber.org/streams' from='{self.frm}' to='{self.to}' "
+            "version='1.0'>".encode())
+
+    def until(self, marker: bytes, limit: int = 65536) -> bytes:
+        """Reads until `marker` has arrived; returns (and consumes) everything up to it."""
+        import time
+
+        deadline = time.monotonic() + self.timeout
+        while marker not in self.buf:
+            if time.monotonic() > deadline or len(self.buf) > limit:
+                raise AssertionError(f"no {marker!r} from the server; got {self.buf[-500:]!r}")
+            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise AssertionError(f"stream closed before {marker!r}; got {self.buf[-500:]!r}")
+            self.buf += chunk
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def send(self, xml: str) -> None:
+        self.sock.sendall(xml.encode())
+
+    def read_rest(self, secs: float) -> bytes:
+        """Whatever the server sends within `secs` (stops early if it closes)."""
+        import time
+
+        deadline = time.monotonic() + secs
+        out = self.buf
+        self.buf = b""
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(4096)
+            except (TimeoutError, OSError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

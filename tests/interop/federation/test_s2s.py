@@ -13,9 +13,9 @@ import asyncio
 
 import pytest
 
-from fedclient import (WAIT, Session, disco_info, identities, run, send, subscribe, wait_body,
+from fedclient import (WAIT, RawS2s, Session, disco_info, identities, run, send, subscribe, wait_body,
                        wait_error)
-from fedlab import PASSWORD
+from fedlab import H_S2S, PASSWORD
 
 # Peers as (node, domain, user for messages and IQs, user for subscriptions, what it proves).
 PEERS = {
@@ -274,3 +274,34 @@ def test_peer_down_bounces_then_back_is_retried(hearth, lab):
             await wait_body(dan, "carl@h.test", "after the restart")
 
     run(body(), timeout=150)
+
+
+def test_spoofed_from_on_authenticated_stream_not_delivered(hearth, lab):
+    """A stream authenticated (SASL EXTERNAL, lab certificate) as a.test carries a stanza from
+    a.test, which arrives, then one claiming to be from d.test, which must not."""
+    certs = lab.certs
+    if isinstance(hearth, type(lab.nodes["a"])):
+        pytest.skip("the Prosody stand-in does not trust the lab CA, so it offers no EXTERNAL")
+
+    async def body():
+        async with Session() as s:
+            alice = await hearth_login(s, hearth, "alice@h.test")
+            loop = asyncio.get_running_loop()
+            raw = await loop.run_in_executor(None, lambda: RawS2s(
+                hearth.ip, H_S2S, "a.test", "h.test", str(certs / "a.test.crt"), str(certs / "a.test.key")))
+            try:
+                raw.send(f"<message from='pat@a.test/x' to='{alice.boundjid}' type='chat' id='ok1'>"
+                         "<body>raw legit</body></message>")
+                await wait_body(alice, "pat@a.test", "raw legit")
+                raw.send(f"<message from='dan@d.test/x' to='{alice.boundjid}' type='chat' id='spoof1'>"
+                         "<body>raw spoofed</body></message>")
+                answer = await loop.run_in_executor(None, raw.read_rest, 3.0)
+            finally:
+                raw.close()
+            while not alice.messages.empty():
+                m = alice.messages.get_nowait()
+                assert m["body"] != "raw spoofed", f"spoofed stanza delivered: {m}"
+            # refused visibly: RFC 6120 §4.9.3.9 <invalid-from/> stream error (or a stanza error)
+            assert b"invalid-from" in answer or b"type='error'" in answer or b'type="error"' in answer, answer
+
+    run(body())
