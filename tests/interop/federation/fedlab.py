@@ -1,7 +1,8 @@
 """A throw-away federation lab: network namespaces on a bridge, a lab CA, a DNS server that
 knows only the test zone, real peer servers (Prosody, optionally ejabberd) and Hearth.
 
-Topology (NET = $HEARTH_FEDLAB_NET, default 10.47.93; PREFIX = $HEARTH_FEDLAB_PREFIX, default
+Topology (NET = $HEARTH_FEDLAB_NET, default 10.47.93, and NET6 = fd47:93::/64 besides where
+the kernel has IPv6; PREFIX = $HEARTH_FEDLAB_PREFIX, default
 hfed): netns PREFIX-hub holds bridge br0 (NET.1) and dnsmasq on NET.53:53; every server lives in
 its own netns PREFIX-<node> with one veth on the bridge and no default route, so nothing it does
 can leave the lab. The root netns gets NET.2 on a veth into the bridge, so the test process's
@@ -17,6 +18,7 @@ Names in the zone (all under `.test`, which dnsmasq answers itself and never for
   burst.test Prosody a       same as a.test (a fresh domain for the connection-setup burst)
   fo.test    Prosody a       prio 0 -> xmpp.a.test:5999 (closed), prio 10 -> xmpp.a.test:5299
   cn.test    Prosody a       _xmpp-server  -> alias.cn.test:5299, alias.cn.test CNAME xmpp.a.test
+  v6.test    Prosody a       _xmpp-server  -> xmpp6.a.test:5299, which has an AAAA record only
   d.test     Prosody d       _xmpps-server -> xmpp.d.test:5399 only (XEP-0368 direct TLS only)
   e.test     ejabberd e      _xmpp-server  -> xmpp.e.test:5289 (if ejabberd is installed)
   dead.test  -               _xmpp-server  -> xmpp.a.test:5999 only (closed port)
@@ -40,6 +42,7 @@ import time
 
 PREFIX = os.environ.get("HEARTH_FEDLAB_PREFIX", "hfed")
 NET = os.environ.get("HEARTH_FEDLAB_NET", "10.47.93")
+NET6 = os.environ.get("HEARTH_FEDLAB_NET6", "fd47:93::")  # a /64 of unique local addresses
 DNS_IP = f"{NET}.53"
 ROOT_IP = f"{NET}.2"
 PASSWORD = "lab-secret"
@@ -192,6 +195,9 @@ class Prosody(Node):
         self.prosody_log = self.dir / "prosody.log"
         self.domain = next(iter(hosts))
 
+    def ip6_iface(self) -> str:
+        return f'; "{NET6}{self.ip.rsplit(".", 1)[1]}"' if self.lab.ipv6 else ""
+
     def write_config(self) -> None:
         certs = self.lab.certs
         cafile = certs / "ca.crt" if self.trust_lab_ca else "/etc/ssl/certs/ca-certificates.crt"
@@ -201,7 +207,7 @@ class Prosody(Node):
             f'data_path = "{self.dir}/data"',
             f'admin_socket = "{self.dir}/prosody.sock"',
             f'log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{self.prosody_log}" }} }}',
-            f'interfaces = {{ "{self.ip}" }}',
+            f'interfaces = {{ "{self.ip}"{self.ip6_iface()} }}',
             'local_interfaces = { "127.0.0.1" }',
             "c2s_ports = { 5222 }",
             f"s2s_ports = {{ {', '.join(map(str, self.s2s_ports))} }}",
@@ -420,6 +426,7 @@ class Lab:
         self.hub = f"{PREFIX}-hub"
         self.dns_proc: subprocess.Popen | None = None
         self.lock_fd: int | None = None
+        self.ipv6 = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -466,6 +473,12 @@ class Lab:
             sh("ip", "-n", hub, "link", "set", f"v{name}", "master", "br0", "up")
             sh("ip", "-n", ns, "addr", "add", f"{NET}.{octet}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        # IPv6 too where the kernel has it (an AAAA-only peer); without it that test skips.
+        self.ipv6 = True
+        for name, octet in names:
+            r = sh("ip", "-n", f"{PREFIX}-{name}", "addr", "add", f"{NET6}{octet}/64", "dev", "eth0", "nodad",
+                   check=False)
+            self.ipv6 = self.ipv6 and r.returncode == 0
 
     def make_certs(self, domains: dict[str, bool]) -> None:
         """Lab CA and one certificate per domain (SAN domain and *.domain); the bool says
@@ -558,6 +571,9 @@ def records() -> list[str]:
         f"srv-host=_xmpp-server._tcp.fo.test,xmpp.a.test,{DEAD_PORT},0,5",
         "srv-host=_xmpp-server._tcp.fo.test,xmpp.a.test,5299,10,5",
         "cname=alias.cn.test,xmpp.a.test",
+        # v6.test: its SRV target has an AAAA record only (Prosody a's IPv6 address)
+        f"host-record=xmpp6.a.test,{NET6}11", f"host-record=v6.test,{NET6}11",
+        "srv-host=_xmpp-server._tcp.v6.test,xmpp6.a.test,5299,0,5",
         "srv-host=_xmpp-server._tcp.cn.test,alias.cn.test,5299,0,5",
         f"host-record=d.test,{d}", f"host-record=xmpp.d.test,{d}",
         "srv-host=_xmpps-server._tcp.d.test,xmpp.d.test,5399,0,5",

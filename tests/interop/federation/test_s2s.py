@@ -222,6 +222,22 @@ def test_message_srv_target_cname_followed(hearth, lab):
     run(body())
 
 
+def test_message_srv_target_with_aaaa_only_reached_over_ipv6(hearth, lab):
+    """v6.test's SRV target has an AAAA record and no A record."""
+    if not lab.ipv6:
+        pytest.skip("no IPv6 in this kernel")
+    a = lab.nodes["a"]
+
+    async def body():
+        async with Session() as s:
+            carl = await hearth_login(s, hearth, "carl@h.test")
+            vic = await peer_login(s, a, "vic@v6.test")
+            send(carl, "vic@v6.test", "over ipv6")
+            await wait_body(vic, "carl@h.test", "over ipv6")
+
+    run(body())
+
+
 BURST = 40
 
 
