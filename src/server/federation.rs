@@ -21,6 +21,14 @@
 //! 4. a ready stream carries later stanzas directly; when it closes (idle, or the peer), the
 //!    route is forgotten and the next stanza starts again at 1.
 //!
+//! Incoming: an [`S2sIn`] per accepted s2s connection; its stanzas (addresses already
+//! checked against the authenticated pairs) go to routing as [`FedOut::Inbound`], its refusals
+//! are answered over the route back to the sender. A dialback key it receives (we are the
+//! Receiving Server) is checked with the Authoritative Server over the normal route
+//! `our domain → their domain` (made if needed, and kept by the route across failed
+//! attempts); the verdict goes back to the incoming stream with that stream id, or is dropped
+//! if it is gone. A peer claiming one of our own domains gets `invalid` without a lookup.
+//!
 //! The queue is bounded per route by `[s2s] max_queued_stanzas`; past it the stanza comes back
 //! at once with `resource-constraint`. s2s connections of both directions together are
 //! bounded by `[s2s] max_connections`: an accepted one past it is closed, an outgoing attempt
@@ -116,6 +124,8 @@ pub(super) struct Federation {
     ins: HashMap<ConnId, Box<S2sIn>>,
     next_out: u64,
     out: VecDeque<FedOut>,
+    /// Why the last route given up on failed (for a stanza whose route fails at once).
+    last_failure: StanzaCondition,
 }
 
 /// A random stream for the resolver (query IDs, SRV weights): SHA-256 over a secret seed and
@@ -162,6 +172,7 @@ impl Federation {
             ins: HashMap::new(),
             next_out: 0,
             out: VecDeque::new(),
+            last_failure: StanzaCondition::RemoteServerNotFound,
         }
     }
 
@@ -207,9 +218,8 @@ impl Federation {
         }
         let max = self.config.max_queued_stanzas;
         let Some(route) = self.routes.get_mut(&key) else {
-            // The route failed at once (DNS refused to start): the stanza is bounced as the
-            // queue was.
-            return self.bounce(stanza, StanzaCondition::RemoteServerNotFound);
+            // The route failed at once (a cached DNS failure, or too many lookups).
+            return self.bounce(stanza, self.last_failure);
         };
         match &mut route.step {
             Step::Connecting { machine, .. } => machine.send_stanza(now, stanza),
@@ -251,12 +261,8 @@ impl Federation {
             key: key.to_owned(),
         };
         let Some(route) = self.routes.get_mut(&rkey) else {
-            return self.verify_answer(
-                now,
-                &v,
-                originating,
-                DialbackVerdict::Error(StanzaCondition::RemoteServerNotFound),
-            );
+            let failure = self.last_failure;
+            return self.verify_answer(now, &v, originating, DialbackVerdict::Error(failure));
         };
         if route.verifies.len() >= self.config.max_pending_verifies {
             return self.verify_answer(
@@ -291,7 +297,10 @@ impl Federation {
                 // The cache may have answered already.
                 self.pump_dns(now);
             }
-            Err(e) => log::info!("s2s {} -> {}: DNS: {e}", key.0, key.1),
+            Err(e) => {
+                log::info!("s2s {} -> {}: DNS: {e}", key.0, key.1);
+                self.last_failure = dns_condition(e);
+            }
         }
     }
 
@@ -480,6 +489,7 @@ impl Federation {
     /// Gives up on a route: everything queued comes back with `condition`, pending
     /// verifications fail.
     fn fail_route(&mut self, now: Instant, key: &(String, String), condition: StanzaCondition) {
+        self.last_failure = condition;
         let Some(route) = self.routes.remove(key) else {
             return;
         };

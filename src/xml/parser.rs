@@ -47,9 +47,18 @@ pub struct StreamHeader {
     pub default_ns: String,
     /// All non-namespace-declaration attributes (`to`, `from`, `version`, `id`, `xml:lang`).
     pub attrs: Vec<Attr>,
+    /// The header's prefixed namespace declarations, (prefix, namespace) in document order
+    /// (e.g. `("db", "jabber:server:dialback")`, which advertises traditional dialback,
+    /// XEP-0220 §2.5.1).
+    pub declared: Vec<(String, String)>,
 }
 
 impl StreamHeader {
+    /// Whether the header binds some prefix to `uri`.
+    pub fn declares(&self, uri: &str) -> bool {
+        self.declared.iter().any(|(_, u)| u == uri)
+    }
+
     /// The value of an unprefixed attribute.
     pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs

@@ -151,12 +151,21 @@ pub(crate) fn parse_header(
         .find(|b| b.prefix.is_empty())
         .map(|b| b.uri.clone())
         .unwrap_or_default();
+    let declared = scope
+        .bindings
+        .get(base..)
+        .unwrap_or(&[])
+        .iter()
+        .filter(|b| !b.prefix.is_empty())
+        .map(|b| (b.prefix.clone(), b.uri.clone()))
+        .collect();
     Ok(ParsedHeader {
         header: StreamHeader {
             name: element.name,
             ns: element.ns,
             default_ns,
             attrs: element.attrs,
+            declared,
         },
         prefix: start.prefix.to_owned(),
         local: start.local.to_owned(),

@@ -94,6 +94,8 @@ pub struct S2sOut {
     phase: Phase,
     /// The remote's id for the current stream; dialback keys are bound to it.
     stream_id: Option<String>,
+    /// The remote's header declared the dialback namespace (XEP-0220 §2.5.1).
+    dialback_declared: bool,
     tls: Option<S2sTlsInfo>,
     connected: bool,
     sasl_tried: bool,
@@ -122,6 +124,7 @@ impl S2sOut {
             mode,
             phase: Phase::Connecting,
             stream_id: None,
+            dialback_declared: false,
             tls: None,
             connected: false,
             sasl_tried: false,
@@ -339,6 +342,7 @@ impl S2sOut {
         // The id is what dialback keys are bound to; a header that comes before a stream
         // error may lack it, so its absence matters only when dialback needs it.
         self.stream_id = h.attr("id").filter(|i| !i.is_empty()).map(str::to_owned);
+        self.dialback_declared = h.declares(super::DIALBACK);
         if h.attr("version").is_some_and(|v| v.starts_with("1.")) {
             self.phase = Phase::ExpectFeatures;
             return;
@@ -454,7 +458,15 @@ impl S2sOut {
             return;
         }
         // Dialback, announced by the XEP-0220 §2.5.2 feature or, traditionally, by the header's
-        // xmlns:db (which the parser does not report), so it is tried either way.
+        // xmlns:db (§2.5.1). Tried either way (nothing else is left), but an operator reading
+        // the log should know why it is likely to fail.
+        if !self.dialback_declared && f.child("dialback", super::DIALBACK_FEATURE).is_none() {
+            log::info!(
+                "s2s out {}: the remote announces no dialback (no feature, no xmlns:db); \
+                 trying it anyway",
+                self.remote
+            );
+        }
         self.authenticate(now);
     }
 

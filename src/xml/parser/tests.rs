@@ -196,6 +196,35 @@ fn header_other_prefix_closes_with_same_prefix() {
 }
 
 #[test]
+fn header_reports_its_prefixed_declarations() {
+    let evs = events(
+        "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:server' \
+         xmlns:db='jabber:server:dialback' version='1.0'>",
+    )
+    .unwrap();
+    let StreamEvent::Open(h) = &evs[0] else {
+        panic!()
+    };
+    assert_eq!(
+        h.declared,
+        [
+            ("stream".to_owned(), ns::STREAM.to_owned()),
+            ("db".to_owned(), "jabber:server:dialback".to_owned())
+        ]
+    );
+    assert!(h.declares("jabber:server:dialback"));
+    assert!(
+        !h.declares("jabber:server"),
+        "the default namespace is not a prefix"
+    );
+    let evs = events("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>").unwrap();
+    let StreamEvent::Open(h) = &evs[0] else {
+        panic!()
+    };
+    assert!(!h.declares("jabber:server:dialback"));
+}
+
+#[test]
 fn header_wrong_close_tag_not_well_formed() {
     let e = events("<s:stream xmlns:s='http://etherx.jabber.org/streams'></stream:stream>");
     assert!(matches!(e, Err(XmlError::NotWellFormed(_))), "{e:?}");
