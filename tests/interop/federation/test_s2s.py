@@ -1,11 +1,15 @@
 """Hearth federating with real peers in the lab (issue 4, "Tests that must exist and pass").
 
 Hearth hosts h.test (published only as `_xmpp-server` on the non-standard port 5279) and h2.test
-(published only as `_xmpps-server`, direct TLS on 5280). Peers: Prosody a.test (SRV to port 5299
-only, dialback: it does not trust the lab CA), Prosody d.test (XEP-0368 direct TLS only; trusts
-the lab CA; its certificate has serverAuth only), ejabberd e.test (SRV to port 5289) when
-installed. Each test uses its own accounts or its own remote domain, so their order does not
-matter; every wait is bounded (fedclient.WAIT).
+(published only as `_xmpps-server`, direct TLS on 5280); it trusts the lab CA. Peers: Prosody
+a.test (SRV to port 5299 only; it does not trust the lab CA, so Hearth -> a is dialback),
+Prosody d.test (XEP-0368 direct TLS only; trusts the lab CA, so SASL EXTERNAL both ways; its
+certificate has serverAuth only), ejabberd e.test (SRV to port 5289) when installed. Each test
+uses its own accounts or its own remote domain, so their order does not matter (the peer
+restart test leaves d running); every wait is bounded (fedclient.WAIT).
+
+HEARTH_FED_SUT=prosody runs the same tests against a Prosody in Hearth's place: they all pass
+there (the two that read Hearth's log or need EXTERNAL from it skip), which proves the tests.
 """
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ from fedclient import (WAIT, RawS2s, Session, disco_info, identities, run, send,
                        wait_error)
 from fedlab import H_S2S, PASSWORD
 
-# Peers as (node, domain, user for messages and IQs, user for subscriptions, what it proves).
+# Peers as (node, domain, user for messages and IQs, user for subscriptions).
 PEERS = {
     "prosody-srv-port": ("a", "a.test", "pat", "sue"),
     "prosody-direct-tls-only": ("d", "d.test", "dan", "dee"),
     "ejabberd": ("e", "e.test", "eve", "ed"),
 }
+
 
 @pytest.fixture(params=list(PEERS), ids=list(PEERS))
 def peer(request, lab):
