@@ -175,7 +175,8 @@ impl Router {
         account_exists: bool,
     ) -> Target {
         if !hosted {
-            // Federation is its own issue; until then no other domain is reachable.
+            // Only reached with federation off (`[s2s] enabled = false`): the server sends
+            // stanzas for other domains to `federation` before asking the router.
             return match kind {
                 StanzaKind::Presence => Target::Drop,
                 _ => Target::Refuse(StanzaCondition::RemoteServerNotFound),
