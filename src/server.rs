@@ -357,7 +357,10 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let c2s = self.timers.first().map(|(t, _)| *t);
         let s2s = self.federation.as_ref().and_then(|f| f.poll_timeout());
-        c2s.into_iter().chain(s2s).chain(self.sm.next_deadline()).min()
+        c2s.into_iter()
+            .chain(s2s)
+            .chain(self.sm.next_deadline())
+            .min()
     }
 
     /// Connections the core knows (c2s only; s2s ones are the federation's).

@@ -71,6 +71,9 @@ class Hearth:
             "auth_timeout_secs = 60\n"
             f"auth_failure_delay_ms = {self.auth_failure_delay_ms}\n"
             "max_auth_failures = 3\n\n"
+            # These tests are single-domain; federation has its own suite (federation/).
+            "[s2s]\n"
+            "enabled = false\n\n"
             "[limits]\n"
             "max_connections = 1024\n"
             "max_stanza_bytes = 262144\n"
