@@ -99,7 +99,8 @@ pub struct C2sConn {
     account: Option<Jid>,
     /// The bound full JID.
     bound: Option<Jid>,
-    sasl: Option<SaslExchange>,
+    /// Boxed: only alive during authentication; inline it would cost every idle session.
+    sasl: Option<Box<SaslExchange>>,
     auth_failures: u32,
     /// Held `<failure/>` bytes and whether the stream closes after them.
     delayed_failure: Option<(Vec<u8>, bool)>,
@@ -616,10 +617,10 @@ impl C2sConn {
                 let text = e.text();
                 if text.is_empty() {
                     // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
-                    self.sasl = Some(SaslExchange {
+                    self.sasl = Some(Box::new(SaslExchange {
                         mechanism: mech,
                         session: None,
-                    });
+                    }));
                     env.out.push(Upcall::Send(
                         Element::new("challenge", ns::SASL).to_bytes(ns::STREAM),
                     ));
@@ -631,10 +632,10 @@ impl C2sConn {
                 let random = &mut *env.random;
                 let (session, step) =
                     SaslSession::start(mech, &initial, &cb, &mut lookup, &mut |b| random.fill(b));
-                self.sasl = Some(SaslExchange {
+                self.sasl = Some(Box::new(SaslExchange {
                     mechanism: mech,
                     session: Some(session),
-                });
+                }));
                 step
             }
             "response" => {
@@ -684,6 +685,11 @@ impl C2sConn {
                     s = s.with_text(&crate::base64::encode(&additional));
                 }
                 env.out.push(Upcall::Send(s.to_bytes(ns::STREAM)));
+                // SASL happens once per stream (RFC 6120 §6.4.1): the channel binding data
+                // has served its purpose, and an idle session need not keep it.
+                if let Some(tls) = self.tls.as_mut() {
+                    tls.channel_binding = None;
+                }
                 self.account = Some(account);
                 self.parser.restart();
                 self.phase = Phase::ExpectHeader;
@@ -1048,5 +1054,13 @@ mod tests {
         let b = h.login("bob", "b");
         h.send(a, "<iq type='result' id='ping-7' to='bob@localhost/b'/>");
         assert!(h.take(b).contains("id='ping-7'"));
+    }
+
+    #[test]
+    fn idle_conn_struct_small() {
+        // Memory budget: every connection holds one of these (boxed in the server) for its
+        // whole life; what only authentication needs lives behind a pointer.
+        let size = std::mem::size_of::<C2sConn>();
+        assert!(size <= 640, "C2sConn grew to {size} bytes");
     }
 }
