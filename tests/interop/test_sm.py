@@ -235,8 +235,10 @@ def test_sm_unacked_bound_closes_stream_then_resumable(request):
                 await asyncio.wait_for(alice.gone.wait(), WAIT)
                 assert "policy-violation" in alice.stream_errors, alice.stream_errors
                 got = bodies(alice.messages)
-                # The stream ended after the 21st unacknowledged stanza (h counts from enable).
-                assert got == [f"n{i}" for i in range(len(got))] and 0 < len(got) < 30, got
+                # The bound is checked at the end of the server's turn, so the stream ends after
+                # the 21st unacknowledged stanza, or later when one read brought more of bob's
+                # messages (seen under load: all 30 in one turn).
+                assert got == [f"n{i}" for i in range(len(got))] and 0 < len(got) <= 30, got
                 await settle(bob)
                 await none_matching(bob.message_errors, lambda m: True, "a bounced message", 0.3)
                 await resume(srv, alice)
