@@ -35,6 +35,9 @@
 //! not-authorized, forbidden, remote-server-not-found, ...: the app server no longer knows the
 //! device, XEP-0357 §8) disables that registration; `wait` errors and results change nothing.
 //!
+//! The app server may not be the account's own bare JID (its PEP service would take the
+//! notifications as items): `not-acceptable`.
+//!
 //! Bounds: `MAX_REGISTRATIONS` per account (enabling one more drops the least recently
 //! enabled: a reinstalled app leaves stale ones behind that nobody disables);
 //! `MAX_OPTIONS_BYTES` for a publish-options form (larger: `not-acceptable`); node and JID
@@ -197,6 +200,14 @@ fn enable_or_disable(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
                 return Err(StanzaError::with_text(
                     StanzaCondition::NotAcceptable,
                     "the node is too long",
+                ));
+            }
+            if jid == *req.to {
+                // The account's own bare JID would answer with its PEP service: the
+                // notifications would become items of the user's own nodes.
+                return Err(StanzaError::with_text(
+                    StanzaCondition::NotAcceptable,
+                    "the app server cannot be the account itself",
                 ));
             }
             let (options, body) = publish_options(req.payload)?;
@@ -817,6 +828,11 @@ mod tests {
             a,
             &format!("<iq type='set' id='x'><enable xmlns='urn:xmpp:push:0' jid='push.example' node='n'>{}</enable></iq>",
                 options(&format!("<field var='secret'><value>{big}</value></field>"))),
+        );
+        assert!(h.take(a).contains("<not-acceptable"));
+        h.send(
+            a,
+            "<iq type='set' id='x'><enable xmlns='urn:xmpp:push:0' jid='alice@localhost' node='n'/></iq>",
         );
         assert!(h.take(a).contains("<not-acceptable"));
         h.send(
