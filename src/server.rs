@@ -477,7 +477,12 @@ impl Server {
                 Upcall::SmEnable { resume } => self.sm_enable(id, resume),
                 Upcall::SmAck(h) => self.sm_ack(id, h),
                 Upcall::SmResume { previd, h } => self.sm_resume(now, id, &previd, h),
-                Upcall::Csi { active } => self.sm_csi(id, active),
+                Upcall::Csi { active } => {
+                    self.sm_csi(id, active);
+                    if active {
+                        self.sm_awake(now, id);
+                    }
+                }
             }
         }
     }

@@ -21,6 +21,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod time;
@@ -144,6 +145,9 @@ pub struct Delivered<'a> {
     pub kind: StanzaKind,
     pub stanza: &'a Element,
     pub conns: &'a [ConnId],
+    /// For a message: those of `conns` whose session is detached (waiting for resumption,
+    /// XEP-0198) or whose client said it is inactive (XEP-0352); empty for other stanzas.
+    pub idle: &'a [ConnId],
 }
 
 pub type OutboundHook = fn(&mut Ctx, &Outbound, &mut Element) -> Flow;
@@ -234,6 +238,8 @@ pub struct Registry {
     pub available: Vec<SessionHook>,
     /// Run when a session ends, before it leaves the router.
     pub session_end: Vec<SessionHook>,
+    /// Run when a session's client comes back: resumed (XEP-0198) or active (XEP-0352).
+    pub awake: Vec<SessionHook>,
     /// Extra stream features offered once a client is authenticated (XEP-0115 caps, ...).
     pub stream_features: Vec<fn(&Registry, &Config) -> Option<Element>>,
 }
@@ -252,6 +258,7 @@ impl Registry {
             undeliverable: Vec::new(),
             available: Vec::new(),
             session_end: Vec::new(),
+            awake: Vec::new(),
             stream_features: Vec::new(),
         }
     }
@@ -273,6 +280,9 @@ impl Registry {
         // Before presence: blocking refuses and drops presence that presence would consume,
         // and offline sees a raised priority before presence stores it.
         blocking::register(&mut r);
+        // Before offline: its undeliverable hook sees the messages offline storage keeps
+        // (and stops); after blocking, so a refused message rings nothing.
+        push::register(&mut r);
         offline::register(&mut r);
         carbons::register(&mut r);
         // After blocking (a refused message is not archived) and carbons.

@@ -884,3 +884,44 @@ fn shutdown_closes_streams_and_bounces_what_waits() {
     let f = n.h[0].server.federation.as_ref().unwrap();
     assert_eq!(f.counts(), (0, 0));
 }
+
+#[test]
+fn push_notification_crosses_s2s_and_remote_error_disables() {
+    let mut n = Net::new();
+    let a = n.login(0, "alice", "phone");
+    let c = n.login(0, "carol", "pc");
+    let app = n.login(1, "bob", "push");
+    n.send(
+        0,
+        a,
+        "<iq type='set' id='en'><enable xmlns='urn:xmpp:push:0' jid='bob@b.example/push' node='dev1'/></iq>",
+    );
+    assert!(n.take(0, a).contains("type='result'"));
+    n.send(0, a, "<inactive xmlns='urn:xmpp:csi:0'/>");
+    n.send(0, c, &msg("alice@a.example", "m1", "private words"));
+    assert!(n.take(0, a).contains("private words"));
+    let got = n.take(1, app);
+    assert!(
+        got.contains("from='alice@a.example'")
+            && got.contains("<publish node='dev1'>")
+            && got.contains("<value>urn:xmpp:push:summary</value>")
+            && got.contains("<value>carol@a.example/pc</value>"),
+        "{got}"
+    );
+    assert!(!got.contains("private words"), "{got}");
+    let id = got.split("id='").nth(1).unwrap();
+    let id = &id[..id.find('\'').unwrap()];
+    // The app server no longer knows the device: the registration goes.
+    n.send(
+        1,
+        app,
+        &format!(
+            "<iq type='error' to='alice@a.example' id='{id}'><error type='cancel'>\
+             <item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+        ),
+    );
+    n.advance(crate::features::push::MIN_INTERVAL);
+    n.send(0, c, &msg("alice@a.example", "m2", "again"));
+    assert!(n.take(0, a).contains("again"));
+    assert_eq!(n.take(1, app), "");
+}

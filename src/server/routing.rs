@@ -210,12 +210,18 @@ impl Server {
         match target {
             Target::Sessions(conns) => {
                 self.deliver(&conns, &e);
+                let idle = if kind == StanzaKind::Message {
+                    self.sm_idle(&conns)
+                } else {
+                    Vec::new()
+                };
                 let info = Delivered {
                     from,
                     to,
                     kind,
                     stanza: &e,
                     conns: &conns,
+                    idle: &idle,
                 };
                 for hook in &self.registry.delivered {
                     hook(&mut ctx!(self, now), &info);

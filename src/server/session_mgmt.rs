@@ -496,6 +496,7 @@ impl Server {
             handled,
         };
         self.with_conn(conn, |c, env| c.resume_done(now, Ok(resumed), env));
+        self.sm_awake(now, conn);
         // After `<resumed/>` (queued by resume_done): what the client has not acknowledged,
         // then a request so that the client says what it got.
         let Some(out) = self.sm.managed.get_mut(&sid).and_then(|m| m.out.as_mut()) else {
@@ -513,6 +514,41 @@ impl Server {
             let r = sm::request().to_bytes(ns::CLIENT);
             self.pending.push_back((conn, super::Upcall::Send(r)));
         }
+    }
+
+    /// Of `conns`, those whose session is detached (waiting for resumption) or whose client
+    /// said it is inactive: where a message may need a push notification (`features::push`).
+    pub(super) fn sm_idle(&self, conns: &[ConnId]) -> Vec<ConnId> {
+        conns
+            .iter()
+            .copied()
+            .filter(|c| {
+                self.sm
+                    .by_conn
+                    .get(c)
+                    .and_then(|sid| self.sm.managed.get(sid))
+                    .is_some_and(|m| !m.attached || m.csi.is_inactive())
+            })
+            .collect()
+    }
+
+    /// The client on `conn` came back (resumed, or `<active/>`): the awake hooks run.
+    pub(super) fn sm_awake(&mut self, now: Instant, conn: ConnId) {
+        let Some(sid) = self.conns.get(&conn).and_then(|c| c.session) else {
+            return;
+        };
+        for hook in &self.registry.awake {
+            let mut ctx = Ctx {
+                now,
+                started: self.started,
+                config: &self.config,
+                store: &mut *self.store,
+                router: &mut self.router,
+                out: &mut self.outbox,
+            };
+            hook(&mut ctx, sid);
+        }
+        self.flush_outbox(now);
     }
 
     /// Timers: resumption windows that closed, idle ack requests.
