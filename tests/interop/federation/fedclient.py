@@ -70,8 +70,9 @@ class Client(slixmpp.ClientXMPP):
         self.cancel_connection_attempt()
 
 
-async def login(jid: str, password: str, ip: str, port: int = 5222, log_tail=None, cls=None) -> Client:
-    c = (cls or Client)(f"{jid}/lab", password)
+async def login(jid: str, password: str, ip: str, port: int = 5222, log_tail=None, cls=None,
+                resource: str = "lab") -> Client:
+    c = (cls or Client)(f"{jid}/{resource}", password)
     c.connect(ip, port)
     started = asyncio.ensure_future(c.started.wait())
     failed = asyncio.ensure_future(c.failed.wait())

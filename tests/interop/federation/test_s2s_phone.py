@@ -20,7 +20,7 @@ import os
 import time
 
 import pytest
-from slixmpp.xmlstream import ET
+from slixmpp.exceptions import IqError
 
 from fedclient import NS_EVENT, NS_MAM, WAIT, Client, Session, iq, next_matching, run, send, subscribe, wait_body, \
     wait_presence
@@ -140,26 +140,36 @@ async def wait_event(c: Client, owner: str, node: str, pred, what: str, timeout:
                                timeout)
 
 
-LAYOUTS = {"axolotl": ("olaf", "ola"), "omemo2": ("omar", "oma")}
+# (node layout, peer node): (Hearth user, peer account). Prosody a is reached over SRV with
+# dialback both ways, Prosody d over direct TLS with SASL EXTERNAL both ways.
+OMEMO_CASES = {
+    "axolotl-prosody-a": ("axolotl", "a", "olaf", "ola@a.test"),
+    "omemo2-prosody-a": ("omemo2", "a", "omar", "oma@a.test"),
+    "axolotl-prosody-d": ("axolotl", "d", "oskar", "odo@d.test"),
+    "omemo2-prosody-d": ("omemo2", "d", "otto", "odi@d.test"),
+}
+STRANGER = "stan@a.test"  # no subscription with anyone
 
 
-def hearth_login(s: Session, hearth, jid: str, cls=None):
-    return s.login(jid, PASSWORD, hearth.ip, log_tail=hearth.tail, cls=cls)
+def hearth_login(s: Session, hearth, jid: str, cls=None, resource: str = "lab"):
+    return s.login(jid, PASSWORD, hearth.ip, log_tail=hearth.tail, cls=cls, resource=resource)
 
 
-def prosody_login(s: Session, lab, jid: str, cls=None):
-    a = lab.nodes["a"]
-    return s.login(jid, PASSWORD, a.ip, log_tail=a.tail, cls=cls)
+def prosody_login(s: Session, lab, jid: str, cls=None, resource: str = "lab"):
+    node = lab.nodes[{"a.test": "a", "d.test": "d"}[jid.split("@")[1]]]
+    return s.login(jid, PASSWORD, node.ip, log_tail=node.tail, cls=cls, resource=resource)
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
-def test_omemo_devices_and_bundles_across_federation(hearth, lab, layout):
+@pytest.mark.parametrize("case", list(OMEMO_CASES), ids=list(OMEMO_CASES))
+def test_omemo_devices_and_bundles_across_federation(hearth, lab, case):
     """Both sides publish a device list and a bundle (Conversations' stanzas), each gets the
     other's device list as a +notify notification and fetches it and the bundle across s2s;
-    then each adds a device and the other sees the new list live."""
+    a remote stranger reads the open nodes but not a presence-access one; then each adds a
+    device and the other sees the new list live, and a contact's resource coming online later
+    gets the last device list (XEP-0163 §4.3.4) across s2s."""
+    layout, _, h_user, pj = OMEMO_CASES[case]
     L = Layout(layout)
-    h_user, p_user = LAYOUTS[layout]
-    hj, pj = f"{h_user}@h.test", f"{p_user}@a.test"
+    hj = f"{h_user}@h.test"
     devs = {hj: 1001, pj: 2002}
     new_devs = {hj: 1111, pj: 2222}
     iks = {hj: "BWhlYXJ0aGlkZW50aXR5", pj: "BXByb3NvZHlpZGVudGl0eQ"}
@@ -184,6 +194,20 @@ def test_omemo_devices_and_bundles_across_federation(hearth, lab, layout):
                 assert L.devices_in(res.xml) == {devs[other]}, res
                 res = await iq(c, "get", other, L.fetch_bundle(devs[other]))
                 assert L.ik_in(res.xml) == iks[other], res
+            # open nodes are for anyone, across s2s too; the default (presence) access is not
+            stranger = await prosody_login(s, lab, STRANGER)
+            res = await iq(stranger, "get", hj, L.fetch_devices())
+            assert L.devices_in(res.xml) == {devs[hj]}, res
+            res = await iq(stranger, "get", hj, L.fetch_bundle(devs[hj]))
+            assert L.ik_in(res.xml) == iks[hj], res
+            secret = f"urn:xmpp:lab:contacts-only:{layout}"
+            await iq(h, "set", None, f"<pubsub xmlns='{NS_PUBSUB}'><publish node='{secret}'><item id='x'>"
+                                     f"<note xmlns='urn:xmpp:lab'>for contacts</note></item></publish></pubsub>")
+            res = await iq(p, "get", hj, f"<pubsub xmlns='{NS_PUBSUB}'><items node='{secret}'/></pubsub>")
+            assert "for contacts" in str(res), res
+            with pytest.raises(IqError) as refused:
+                await iq(stranger, "get", hj, f"<pubsub xmlns='{NS_PUBSUB}'><items node='{secret}'/></pubsub>")
+            assert refused.value.iq["error"]["type"] == "auth", refused.value.iq
             # a second device: bundle, then the list with both; the other side sees it live
             for jid, c in clients.items():
                 await iq(c, "set", None, L.publish_bundle(new_devs[jid], iks[jid]))
@@ -197,6 +221,15 @@ def test_omemo_devices_and_bundles_across_federation(hearth, lab, layout):
                 assert L.devices_in(res.xml) == both, res
                 res = await iq(c, "get", other, L.fetch_bundle(new_devs[other]))
                 assert L.ik_in(res.xml) == iks[other], res
+            # each side's second resource comes online: the other's server sends it the last
+            # device list once it has learnt the new resource's +notify caps
+            for jid, other in ((hj, pj), (pj, hj)):
+                login = hearth_login(s, hearth, jid, cls, "lab2") if jid == hj else \
+                    prosody_login(s, lab, jid, cls, "lab2")
+                c2 = await login
+                both = {devs[other], new_devs[other]}
+                await wait_event(c2, other, L.devicelist_node, lambda i, b=both: L.devices_in(i) == b,
+                                 f"last device list {sorted(both)} for a new resource")
 
     run(body(), timeout=150)
 
