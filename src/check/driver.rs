@@ -306,9 +306,16 @@ mod tests {
 
     #[test]
     fn truncated_udp_answer_is_asked_again_over_tcp() {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = std::net::TcpListener::bind(addr).unwrap();
+        // The TCP port number of the UDP socket may be taken by another process on a shared
+        // machine: try a bounded number of fresh UDP ports.
+        let (udp, addr, tcp) = (0..50)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let addr = udp.local_addr().ok()?;
+                let tcp = std::net::TcpListener::bind(addr).ok()?;
+                Some((udp, addr, tcp))
+            })
+            .unwrap();
         let handle = thread::spawn(move || {
             udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 512];

@@ -29,9 +29,17 @@ fn info(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
             return Err(StanzaError::new(StanzaCondition::ItemNotFound));
         }
     }
-    // XEP-0030 §3.1 / RFC 6121: an account's info is for the account itself (and, with
-    // rosters, its contacts); strangers learn nothing about it.
-    if req.to.local().is_some() && req.from.to_bare() != *req.to {
+    // XEP-0030 §3.1 / RFC 6121: an account's info is for the account itself and the contacts
+    // it shares its presence with (they see its PEP identity, XEP-0163 §6.1, local or
+    // remote, as Prosody answers them); strangers learn nothing about it.
+    if req.to.local().is_some()
+        && !super::pep::notify::may_read(
+            ctx,
+            req.to,
+            super::pep::node::Access::Presence,
+            &req.from.to_bare(),
+        )
+    {
         return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
     }
     let mut q = Element::new("query", ns::DISCO_INFO);
@@ -67,4 +75,32 @@ fn items(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
         return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }
     Ok(Some(Element::new("query", ns::DISCO_ITEMS)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::Harness;
+
+    const ASK: &str = "<iq type='get' id='d' to='alice@localhost'>\
+                       <query xmlns='http://jabber.org/protocol/disco#info'/></iq>";
+
+    #[test]
+    fn account_info_contact_with_presence_answered_stranger_refused() {
+        let mut h = Harness::new();
+        let a = h.login("alice", "a");
+        let b = h.login("bob", "b");
+        let c = h.login("carol", "c");
+        // bob is subscribed to alice's presence (alice's item for bob has `from`)
+        h.send(b, "<presence to='alice@localhost' type='subscribe'/>");
+        h.send(a, "<presence to='bob@localhost' type='subscribed'/>");
+        h.take(a);
+        h.take(b);
+        h.send(b, ASK);
+        let out = h.take(b);
+        assert!(out.contains("type='result'"), "{out}");
+        assert!(out.contains("category='pubsub' type='pep'"), "{out}");
+        h.send(c, ASK);
+        let out = h.take(c);
+        assert!(out.contains("<service-unavailable"), "{out}");
+    }
 }

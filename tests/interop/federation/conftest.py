@@ -28,11 +28,12 @@ REQUIRED = os.environ.get("HEARTH_FED_REQUIRED") == "1"
 EJABBERD_WAIT = float(os.environ.get("HEARTH_FED_EJABBERD_WAIT", "60"))
 
 # Accounts (password fedlab.PASSWORD) by domain.
-PROSODY_A = {"a.test": ["pat", "sue"], "burst.test": ["bea"], "fo.test": ["fay"], "cn.test": ["cy"],
+PROSODY_A = {"a.test": ["pat", "sue", "ola", "oma", "mo", "val", "rik", "stan"], "burst.test": ["bea"], "fo.test": ["fay"], "cn.test": ["cy"],
              "v6.test": ["vic"]}
-PROSODY_D = {"d.test": ["dan", "dee"]}
+PROSODY_D = {"d.test": ["dan", "dee", "odo", "odi"]}
 EJABBERD_USERS = ["eve", "ed"]
-HEARTH_USERS = {"h.test": ["alice", "bob", "carl"], "h2.test": ["hal"]}
+HEARTH_USERS = {"h.test": ["alice", "bob", "carl", "olaf", "omar", "mona", "vera", "rita", "oskar", "otto"],
+                "h2.test": ["hal"]}
 
 
 def _unavailable(why: str):

@@ -7,9 +7,13 @@ import ssl
 
 import slixmpp
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 WAIT = 20.0  # one expected stanza across servers (s2s setup + dialback included)
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_MAM = "urn:xmpp:mam:2"
 
 
 class Client(slixmpp.ClientXMPP):
@@ -30,6 +34,13 @@ class Client(slixmpp.ClientXMPP):
         self.messages: asyncio.Queue = asyncio.Queue()
         self.errors: asyncio.Queue = asyncio.Queue()
         self.presences: asyncio.Queue = asyncio.Queue()
+        # PEP notifications and MAM results carry no body: slixmpp's `message` event skips them.
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.mam: asyncio.Queue = asyncio.Queue()
+        self.register_handler(Callback("lab pep event", MatchXPath(f"{{jabber:client}}message/{{{NS_EVENT}}}event"),
+                                       lambda m: self.events.put_nowait(m)))
+        self.register_handler(Callback("lab mam result", MatchXPath(f"{{jabber:client}}message/{{{NS_MAM}}}result"),
+                                       lambda m: self.mam.put_nowait(m)))
         self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("failed_auth", lambda _s: self.failed.set())
         self.add_event_handler("disconnected", lambda _e: self.gone.set())
@@ -59,8 +70,9 @@ class Client(slixmpp.ClientXMPP):
         self.cancel_connection_attempt()
 
 
-async def login(jid: str, password: str, ip: str, port: int = 5222, log_tail=None) -> Client:
-    c = Client(f"{jid}/lab", password)
+async def login(jid: str, password: str, ip: str, port: int = 5222, log_tail=None, cls=None,
+                resource: str = "lab") -> Client:
+    c = (cls or Client)(f"{jid}/{resource}", password)
     c.connect(ip, port)
     started = asyncio.ensure_future(c.started.wait())
     failed = asyncio.ensure_future(c.failed.wait())
@@ -105,6 +117,17 @@ async def wait_presence(c: Client, frm: str, ptype: str, timeout: float = WAIT):
 async def wait_error(c: Client, mid: str, timeout: float = WAIT):
     return await next_matching(c.errors, lambda m: m["id"] == mid,
                                f"message error for id {mid} at {c.boundjid.bare}", timeout)
+
+
+async def iq(c: Client, typ: str, to: str | None, payload: str, timeout: float = WAIT):
+    """An IQ with a raw XML payload (exactly the stanza a client app sends); returns the result
+    (raises IqError on an error reply, IqTimeout without one)."""
+    q = c.Iq()
+    q["type"] = typ
+    if to is not None:
+        q["to"] = to
+    q.append(ET.fromstring(payload))
+    return await q.send(timeout=timeout)
 
 
 def send(c: Client, to: str, body: str, mid: str | None = None) -> None:

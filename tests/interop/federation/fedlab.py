@@ -214,7 +214,8 @@ class Prosody(Node):
             f"s2s_direct_tls_ports = {{ {', '.join(map(str, self.s2s_tls_ports))} }}",
             "http_ports = { }",
             "https_ports = { }",
-            'modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "vcard"; "version" }',
+            'modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "vcard"; "version";'
+            ' "pep"; "mam" }',
             'authentication = "internal_hashed"',
             'storage = "internal"',
             # Prosody finds DOMAIN.crt/DOMAIN.key here for every host and service (the
@@ -245,6 +246,11 @@ class Prosody(Node):
         for domain, users in self.hosts.items():
             for user in users:
                 self.exec("prosodyctl", "--config", str(self.config), "register", user, domain, PASSWORD)
+        self.spawn(["prosody", "--config", str(self.config), "-F"])
+
+    def restart(self) -> None:
+        """Stops Prosody and starts it again on the same config and data."""
+        self.stop()
         self.spawn(["prosody", "--config", str(self.config), "-F"])
 
     def wait(self, secs: float = 20) -> None:
@@ -391,6 +397,12 @@ class Hearth(Node):
                 r = self.cli("user", "add", f"{user}@{domain}", stdin=PASSWORD + "\n")
                 if r.returncode != 0:
                     raise LabError(f"hearth user add {user}@{domain}: rc={r.returncode}\n{r.stdout}{r.stderr}")
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+        self.spawn([self.binary, "--config", str(self.config), "serve"], env=env)
+
+    def restart(self) -> None:
+        """Stops Hearth and starts it again on the same config and data (accounts kept)."""
+        self.stop()
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
         self.spawn([self.binary, "--config", str(self.config), "serve"], env=env)
 
