@@ -166,10 +166,11 @@ def test_sm_not_resumed_in_time_messages_offline(request):
 def test_sm_acks_counted_across_1000_stanzas(request):
     """1,000 messages each way between two managed sessions: the server's acks match what
     slixmpp sent, slixmpp's handled count matches what the server sent (a resumption after
-    a kill then resends nothing and reports slixmpp's count), and the unacked queue
-    (max 500 by default) never overflows, since the server asks for acks as it goes."""
-    srv = server(request, 60)
+    a kill then resends nothing and reports slixmpp's count). The unacked bound is raised
+    above the burst: on a loaded machine slixmpp answers <r/> too late to keep the queue under
+    the default 500, and what happens at the bound has its own test below."""
     n = 1000
+    srv = server(request, 60, max_unacked_stanzas=2 * n + 100)
 
     async def body():
         alice = await sm_login(srv, "alice", "a")
