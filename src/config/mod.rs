@@ -109,6 +109,9 @@ pub struct C2sSettings {
     pub max_unacked_stanzas: usize,
     /// The same bound in bytes.
     pub max_unacked_bytes: usize,
+    /// A client past `max_unacked_stanzas`/`max_unacked_bytes` has this long to acknowledge
+    /// enough to get back under them; then its stream is closed (the session stays resumable).
+    pub ack_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,6 +266,7 @@ impl Default for Config {
                 resume_timeout: Duration::from_secs(300),
                 max_unacked_stanzas: 500,
                 max_unacked_bytes: 1024 * 1024,
+                ack_timeout: Duration::from_secs(30),
             },
             s2s: S2sSettings {
                 enabled: false,
@@ -770,6 +774,9 @@ impl Loader<'_> {
                 }
                 "max_unacked_stanzas" => c.max_unacked_stanzas = self.int(&name, e, 1, None)?,
                 "max_unacked_bytes" => c.max_unacked_bytes = self.int(&name, e, 1, None)?,
+                "ack_timeout_secs" => {
+                    c.ack_timeout = Duration::from_secs(self.int(&name, e, 1, Some(MAX_SECS))?);
+                }
                 _ => return Err(self.unknown(&name, e.line)),
             }
         }
@@ -1678,5 +1685,17 @@ admin = ["xmpp:admin@example.org", "mailto:admin@example.org"]
         assert_eq!(c.archive.max_messages, 10_000);
         assert!(err("[archive]\nmax_messages = 0\n").contains("at least 1"));
         assert!(err("[archive]\nbogus = 1\n").contains("archive.bogus"));
+    }
+
+    #[test]
+    fn c2s_stream_management_keys_parse_and_ack_timeout_zero_refused() {
+        let c = parse(
+            "[c2s]\nresume_timeout_secs = 0\nmax_unacked_stanzas = 20\nack_timeout_secs = 5\n",
+        );
+        assert_eq!(c.c2s.resume_timeout, Duration::ZERO);
+        assert_eq!(c.c2s.max_unacked_stanzas, 20);
+        assert_eq!(c.c2s.ack_timeout, Duration::from_secs(5));
+        assert_eq!(Config::default().c2s.ack_timeout, Duration::from_secs(30));
+        assert!(err("[c2s]\nack_timeout_secs = 0\n").contains("at least 1"));
     }
 }

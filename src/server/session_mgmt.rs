@@ -70,8 +70,11 @@ struct Managed {
     csi: Held,
     /// The session's entry in `SessionMgmt::timers` (resumption window or idle ack).
     timer: Option<Instant>,
-    /// The queue passed its bound: closed (attached) or ended (detached) at end of turn.
+    /// The queue passed its hard cap: closed (attached) or ended (detached) at end of turn.
     overflowed: bool,
+    /// The queue passed its soft bound: by then the client must have acknowledged enough to
+    /// be back under it, or the stream is closed (`[c2s] ack_timeout_secs`).
+    grace: Option<Instant>,
 }
 
 /// The server's table of managed sessions.
@@ -125,6 +128,7 @@ impl SessionMgmt {
                 csi: Held::new(CSI_MAX_HELD),
                 timer: None,
                 overflowed: false,
+                grace: None,
             })
         })
     }
@@ -459,6 +463,7 @@ impl Server {
         m.conn = conn;
         m.attached = true;
         m.overflowed = false;
+        m.grace = None;
         let mut handled = m.handled;
         if was_attached {
             // The old connection is still open (its death not yet noticed): it is closed
@@ -568,6 +573,17 @@ impl Server {
                 continue;
             }
             let conn = m.conn;
+            if let Some(g) = m.grace {
+                if m.out.as_ref().is_some_and(|o| o.over_soft_bound()) {
+                    if g <= now {
+                        self.sm_close_unacked(now, sid, conn);
+                        continue;
+                    }
+                    self.sm.set_timer(sid, Some(g));
+                    continue;
+                }
+                m.grace = None;
+            }
             if let Some(out) = m.out.as_mut().filter(|o| o.wants_idle_request()) {
                 out.note_requested();
                 self.push_action(Action::Send {
@@ -577,6 +593,27 @@ impl Server {
             }
         }
         // Whatever ending sessions asked of connections (none today; cheap when empty).
+        self.process(now);
+    }
+
+    /// The client did not acknowledge enough in time (or passed the hard cap): the stream is
+    /// closed with `policy-violation` and the session kept for resumption with what it holds
+    /// (from here the detached cap applies: twice the bound).
+    fn sm_close_unacked(&mut self, now: Instant, sid: SessionId, conn: ConnId) {
+        log::info!("{conn:?}: too many unacknowledged stanzas; stream closed");
+        self.with_conn(conn, |c, env| {
+            c.fail_keep_session(
+                StreamError::with_text(
+                    StreamCondition::PolicyViolation,
+                    "too many unacknowledged stanzas",
+                ),
+                env,
+            )
+        });
+        if let Some(m) = self.sm.managed.get_mut(&sid) {
+            m.overflowed = false;
+            m.grace = None;
+        }
         self.process(now);
     }
 
@@ -626,25 +663,32 @@ impl Server {
             if m.overflowed {
                 let conn = m.conn;
                 if m.attached {
-                    log::info!("{conn:?}: too many unacknowledged stanzas; stream closed");
-                    self.with_conn(conn, |c, env| {
-                        c.fail_keep_session(
-                            StreamError::with_text(
-                                StreamCondition::PolicyViolation,
-                                "too many unacknowledged stanzas",
-                            ),
-                            env,
-                        )
-                    });
-                    // Kept for resumption with what it holds; the bound applies again from
-                    // here (one more stanza while detached ends the session).
-                    if let Some(m) = self.sm.managed.get_mut(&sid) {
-                        m.overflowed = false;
-                    }
-                    self.process(now);
+                    self.sm_close_unacked(now, sid, conn);
                 } else {
                     log::info!("{conn:?}: too many stanzas while detached; session ended");
                     self.end_session(now, sid);
+                }
+                continue;
+            }
+            let over = m.out.as_ref().is_some_and(|o| o.over_soft_bound());
+            if !over {
+                m.grace = None;
+            } else if m.attached && m.grace.is_none() {
+                // A burst passed the bound: ask for an ack now and give the client time.
+                let deadline = now + self.config.c2s.ack_timeout;
+                m.grace = Some(deadline);
+                let conn = m.conn;
+                let ask = m.out.as_mut().filter(|o| !o.is_requested()).map(|o| {
+                    o.note_requested();
+                });
+                if m.timer.is_none_or(|t| t > deadline) {
+                    self.sm.set_timer(sid, Some(deadline));
+                }
+                if ask.is_some() {
+                    self.push_action(Action::Send {
+                        conn,
+                        bytes: sm::request().to_bytes(ns::CLIENT),
+                    });
                 }
                 continue;
             }
@@ -1016,6 +1060,15 @@ mod tests {
             h.send(b, &msg("alice@localhost/a", &format!("m{i}")));
         }
         let out = h.take(a);
+        assert!(
+            !out.contains("<policy-violation"),
+            "a burst gets time: {out}"
+        );
+        assert!(out.contains("<r xmlns='urn:xmpp:sm:3'/>"), "{out}");
+        h.advance(Duration::from_secs(29));
+        assert!(!h.take(a).contains("<policy-violation"));
+        h.advance(Duration::from_secs(2));
+        let out = h.take(a);
         assert!(out.contains("<policy-violation"), "{out}");
         assert!(h.closed.contains(&a));
         assert_eq!(h.take(b), "", "no bounce, no unavailable");
@@ -1027,6 +1080,64 @@ mod tests {
         assert!(out.contains("<resumed"), "{out}");
         assert_eq!(count(&out, "<body>"), 3, "{out}");
         assert!(out.contains("m3<") && out.contains("m4<") && out.contains("m5<"));
+    }
+
+    #[test]
+    fn burst_past_bound_acked_in_time_keeps_stream() {
+        let mut config = Config::default();
+        config.c2s.max_unacked_stanzas = 3;
+        let (mut h, a, b, _id) = setup(config);
+        for i in 1..=8 {
+            h.send(b, &msg("alice@localhost/a", &format!("m{i}")));
+        }
+        assert_eq!(
+            count(&h.take(a), "<body>"),
+            8,
+            "up to three times the bound is sent"
+        );
+        h.advance(Duration::from_secs(10));
+        h.send(a, "<a xmlns='urn:xmpp:sm:3' h='8'/>");
+        h.advance(Duration::from_secs(60));
+        let out = h.take(a);
+        assert!(!out.contains("<policy-violation"), "{out}");
+        assert!(!h.closed.contains(&a));
+        h.send(b, &msg("alice@localhost/a", "later"));
+        assert!(h.take(a).contains(">later<"));
+    }
+
+    #[test]
+    fn past_three_times_bound_closes_at_once() {
+        let mut config = Config::default();
+        config.c2s.max_unacked_stanzas = 3;
+        let (mut h, a, b, _id) = setup(config);
+        for i in 1..=10 {
+            h.send(b, &msg("alice@localhost/a", &format!("m{i}")));
+        }
+        assert!(h.take(a).contains("<policy-violation"));
+        assert_eq!(h.server.sm.detached_count(), 1);
+    }
+
+    #[test]
+    fn resumed_with_queue_past_bound_gets_time_to_ack() {
+        let mut config = Config::default();
+        config.c2s.max_unacked_stanzas = 3;
+        let (mut h, a, b, id) = setup(config);
+        drop_conn(&mut h, a);
+        for i in 1..=6 {
+            h.send(b, &msg("alice@localhost/a", &format!("m{i}")));
+        }
+        let (a2, out) = resume(&mut h, "alice", &id, 0);
+        assert_eq!(count(&out, "<body>"), 6, "{out}");
+        h.send(b, &msg("alice@localhost/a", "m7"));
+        let out = h.take(a2);
+        assert!(
+            out.contains(">m7<") && !out.contains("<policy-violation"),
+            "{out}"
+        );
+        h.send(a2, "<a xmlns='urn:xmpp:sm:3' h='7'/>");
+        h.advance(Duration::from_secs(60));
+        assert!(!h.take(a2).contains("<policy-violation"));
+        assert!(!h.closed.contains(&a2));
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! `server::session_mgmt`: which session a queue belongs to, detaching, resuming and what
 //! happens to the queue when the session ends.
 //!
-//! Bounds: the queue holds at most `max_stanzas` stanzas and `max_bytes` bytes (twice that
-//! with `set_headroom`, for a session waiting for resumption); `push` past either returns
+//! Bounds: `max_stanzas` stanzas and `max_bytes` bytes are the soft bound: past it
+//! (`over_soft_bound`) the client is asked to acknowledge and given a grace period by the
+//! caller, since a burst (a login's offline messages, a resumption's resend) legitimately
+//! passes it. Three times the bound is the hard cap of an attached session, twice the bound
+//! that of a session waiting for resumption (`set_headroom`); `push` past the hard cap returns
 //! `Push::Overflow` (the stanza is still queued, so that nothing is lost) and the caller ends
-//! the stream or the session (see `server::session_mgmt`).
+//! the stream or the session (see `server::session_mgmt`). A resumed session starts at most at
+//! twice the bound, under its hard cap, so a resumption never overflows at once.
 
 use std::collections::VecDeque;
 
@@ -78,8 +82,9 @@ impl Outbound {
         }
     }
 
-    /// Doubles the bounds (or restores them): a session whose connection dropped, perhaps
-    /// because its queue was full, still takes what arrives until the client resumes.
+    /// Switches the hard cap to twice the bound (or back to three times): a session whose
+    /// connection dropped, perhaps because its queue was full, still takes what arrives until
+    /// the client resumes.
     pub fn set_headroom(&mut self, on: bool) {
         self.headroom = on;
     }
@@ -90,7 +95,7 @@ impl Outbound {
         self.bytes += stanza.len();
         self.queue.push_back(stanza);
         self.since_request = self.since_request.saturating_add(1);
-        let factor = if self.headroom { 2 } else { 1 };
+        let factor = if self.headroom { 2 } else { 3 };
         if self.queue.len() > self.max_stanzas.saturating_mul(factor)
             || self.bytes > self.max_bytes.saturating_mul(factor)
         {
@@ -101,6 +106,16 @@ impl Outbound {
             return Push::QueuedRequestAck;
         }
         Push::Queued
+    }
+
+    /// Past `max_stanzas` or `max_bytes`: the client must catch up within the grace period.
+    pub fn over_soft_bound(&self) -> bool {
+        self.queue.len() > self.max_stanzas || self.bytes > self.max_bytes
+    }
+
+    /// Whether a `<r/>` is outstanding.
+    pub fn is_requested(&self) -> bool {
+        self.requested
     }
 
     /// The caller sent `<r/>` (on idle, or after resumption).
@@ -336,33 +351,49 @@ mod tests {
     }
 
     #[test]
-    fn push_past_max_stanzas_overflows_but_keeps() {
+    fn push_past_max_stanzas_soft_then_hard_overflows_but_keeps() {
         let mut o = Outbound::new(0, 2, 1000, 100);
         assert_eq!(o.push(vec![0]), Push::Queued);
         assert_eq!(o.push(vec![1]), Push::Queued);
-        assert_eq!(o.push(vec![2]), Push::Overflow);
-        assert_eq!(o.len(), 3);
+        assert!(!o.over_soft_bound());
+        assert_eq!(
+            o.push(vec![2]),
+            Push::Queued,
+            "past the soft bound: grace, not overflow"
+        );
+        assert!(o.over_soft_bound());
+        o.push(vec![3]);
+        o.push(vec![4]);
+        o.push(vec![5]);
+        assert_eq!(o.push(vec![6]), Push::Overflow, "7 > 3 x 2");
+        assert_eq!(o.len(), 7);
     }
 
     #[test]
-    fn headroom_doubles_bounds_until_restored() {
+    fn headroom_caps_at_twice_bound_until_restored() {
         let mut o = Outbound::new(0, 2, 1000, 100);
-        o.push(vec![0]);
-        o.push(vec![1]);
-        assert_eq!(o.push(vec![2]), Push::Overflow);
         o.set_headroom(true);
-        assert_eq!(o.push(vec![3]), Push::Queued);
+        for i in 0..4 {
+            assert_eq!(o.push(vec![i]), Push::Queued);
+        }
         assert_eq!(o.push(vec![4]), Push::Overflow, "5 > 2 x 2");
         o.set_headroom(false);
-        o.ack(4).unwrap();
-        assert_eq!(o.push(vec![5]), Push::Queued);
+        assert_eq!(
+            o.push(vec![5]),
+            Push::Queued,
+            "6 <= 3 x 2 once attached again"
+        );
+        o.ack(5).unwrap();
+        assert!(!o.over_soft_bound());
     }
 
     #[test]
     fn push_past_max_bytes_overflows() {
         let mut o = Outbound::new(0, 100, 10, 100);
         assert_eq!(o.push(vec![0; 6]), Push::Queued);
-        assert_eq!(o.push(vec![0; 5]), Push::Overflow);
+        assert_eq!(o.push(vec![0; 5]), Push::Queued);
+        assert!(o.over_soft_bound());
+        assert_eq!(o.push(vec![0; 20]), Push::Overflow, "31 > 3 x 10");
     }
 
     #[test]
