@@ -39,8 +39,18 @@ def proc_status(pid: int) -> dict[str, int]:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "Threads"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
                 out[key] = int(rest.split()[0])
+    # Private = pages only this process maps (heap, stacks, written data, and the parts of the
+    # binary nobody else has mapped); the rest of VmRSS is shared with other processes (libc).
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Private_Clean", "Private_Dirty"):
+                    out["Private"] = out.get("Private", 0) + int(rest.split()[0])
+    except OSError:
+        pass
     return out
 
 
@@ -207,6 +217,9 @@ async def run(a: argparse.Namespace) -> dict:
     if a.pid:
         st = proc_status(a.pid)
         res["rss_before_kib"] = st.get("VmRSS")
+        res["anon_before_kib"] = st.get("RssAnon")
+        res["file_before_kib"] = st.get("RssFile")
+        res["private_before_kib"] = st.get("Private")
         res["threads"] = st.get("Threads")
 
     sem = asyncio.Semaphore(a.concurrency)
@@ -244,6 +257,8 @@ async def run(a: argparse.Namespace) -> dict:
         st = proc_status(a.pid)
         res["rss_n_kib"] = st.get("VmRSS")
         res["hwm_kib"] = st.get("VmHWM")
+        res["anon_n_kib"] = st.get("RssAnon")
+        res["private_n_kib"] = st.get("Private")
         if sessions:
             res["kib_per_session"] = round((res["rss_n_kib"] - res["rss_before_kib"]) / len(sessions), 2)
 
@@ -276,8 +291,10 @@ def main() -> int:
     print(f"sessions:           {res['ok']}/{a.n} ok ({a.mech}, concurrency {a.concurrency})")
     print(f"logins/s:           {res['logins_per_s']} ({res['login_wall_s']} s)")
     if a.pid:
-        print(f"RSS before:         {res.get('rss_before_kib')} KiB")
-        print(f"RSS with sessions:  {res.get('rss_n_kib')} KiB (HWM {res.get('hwm_kib')} KiB)")
+        print(f"RSS before:         {res.get('rss_before_kib')} KiB (anon {res.get('anon_before_kib')}, "
+              f"file {res.get('file_before_kib')}, private {res.get('private_before_kib')})")
+        print(f"RSS with sessions:  {res.get('rss_n_kib')} KiB (HWM {res.get('hwm_kib')} KiB, "
+              f"anon {res.get('anon_n_kib')}, private {res.get('private_n_kib')})")
         print(f"KiB per session:    {res.get('kib_per_session')}")
         print(f"RSS after close:    {res.get('rss_after_close_kib')} KiB")
     if res["first_error"]:

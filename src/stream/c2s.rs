@@ -124,17 +124,23 @@ pub struct C2sConn {
     phase: Phase,
     /// Our response header was sent for the current stream.
     header_sent: bool,
-    tls: Option<TlsInfo>,
+    /// TLS is established. Of `TlsInfo` only the channel binding matters here, and only
+    /// until authentication: an idle session keeps neither the SNI nor the 32 bytes.
+    tls: bool,
+    /// RFC 9266 `tls-exporter` data (TLS 1.3), for SCRAM-*-PLUS.
+    channel_binding: Option<Box<[u8]>>,
     /// The hosted domain this stream is for (from the first header's `to`).
     domain: Option<String>,
     /// The authenticated account (bare JID).
     account: Option<Jid>,
     /// The bound full JID.
     bound: Option<Jid>,
-    sasl: Option<SaslExchange>,
+    /// Boxed: only alive during authentication; inline it would cost every idle session.
+    sasl: Option<Box<SaslExchange>>,
     auth_failures: u32,
     /// Held `<failure/>` bytes and whether the stream closes after them.
-    delayed_failure: Option<(Vec<u8>, bool)>,
+    /// Boxed: rare, and inline it would cost every idle session.
+    delayed_failure: Option<Box<(Vec<u8>, bool)>>,
     /// Until bound: when the connection is dropped; during AuthDelay: when to answer.
     deadline: Option<Instant>,
     /// The authentication deadline, kept aside while `deadline` times a failure delay.
@@ -193,7 +199,8 @@ impl C2sConn {
                 ListenerKind::C2sStartTls | ListenerKind::S2sStartTls => Phase::ExpectHeader,
             },
             header_sent: false,
-            tls: None,
+            tls: false,
+            channel_binding: None,
             domain: None,
             account: None,
             bound: None,
@@ -284,7 +291,8 @@ impl C2sConn {
         if self.phase != Phase::ExpectTls {
             return;
         }
-        self.tls = Some(info);
+        self.tls = true;
+        self.channel_binding = info.channel_binding.map(Vec::into_boxed_slice);
         self.phase = Phase::ExpectHeader;
         self.pump(now, env);
     }
@@ -318,7 +326,7 @@ impl C2sConn {
             let (bytes, close) = self
                 .delayed_failure
                 .take()
-                .unwrap_or_else(|| (Vec::new(), false));
+                .map_or_else(|| (Vec::new(), false), |b| *b);
             env.out.push(Upcall::Send(bytes));
             if close {
                 self.fail(
@@ -588,7 +596,7 @@ impl C2sConn {
     /// RFC 6120 §4.3.2: the features for the negotiation step the stream is at.
     fn features(&self, env: &Env) -> Vec<Element> {
         let mut f = Vec::new();
-        if self.tls.is_none() {
+        if !self.tls {
             f.push(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
         } else if self.account.is_none() {
             let cb = self.channel_binding();
@@ -629,13 +637,13 @@ impl C2sConn {
 
     fn channel_binding(&self) -> ChannelBinding {
         ChannelBinding {
-            tls: self.tls.is_some(),
-            tls_exporter: self.tls.as_ref().and_then(|t| t.channel_binding.clone()),
+            tls: self.tls,
+            tls_exporter: self.channel_binding.as_deref().map(<[u8]>::to_vec),
         }
     }
 
     fn handle_element(&mut self, now: Instant, e: Element, env: &mut Env) {
-        if self.tls.is_none() {
+        if !self.tls {
             return self.handle_pre_tls(e, env);
         }
         if self.account.is_none() {
@@ -704,10 +712,10 @@ impl C2sConn {
                 let text = e.text();
                 if text.is_empty() {
                     // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
-                    self.sasl = Some(SaslExchange {
+                    self.sasl = Some(Box::new(SaslExchange {
                         mechanism: mech,
                         session: None,
-                    });
+                    }));
                     env.out.push(Upcall::Send(
                         Element::new("challenge", ns::SASL).to_bytes(ns::STREAM),
                     ));
@@ -719,10 +727,10 @@ impl C2sConn {
                 let random = &mut *env.random;
                 let (session, step) =
                     SaslSession::start(mech, &initial, &cb, &mut lookup, &mut |b| random.fill(b));
-                self.sasl = Some(SaslExchange {
+                self.sasl = Some(Box::new(SaslExchange {
                     mechanism: mech,
                     session: Some(session),
-                });
+                }));
                 step
             }
             "response" => {
@@ -772,6 +780,9 @@ impl C2sConn {
                     s = s.with_text(&crate::base64::encode(&additional));
                 }
                 env.out.push(Upcall::Send(s.to_bytes(ns::STREAM)));
+                // SASL happens once per stream (RFC 6120 §6.4.1): the channel binding data
+                // has served its purpose, and an idle session need not keep it.
+                self.channel_binding = None;
                 self.account = Some(account);
                 self.parser.restart();
                 self.phase = Phase::ExpectHeader;
@@ -800,7 +811,7 @@ impl C2sConn {
             env.config.c2s.max_auth_failures,
             self.domain
         );
-        self.delayed_failure = Some((bytes, close));
+        self.delayed_failure = Some(Box::new((bytes, close)));
         self.auth_deadline = self.deadline;
         self.phase = Phase::AuthDelay;
         self.deadline = Some(now + env.config.c2s.auth_failure_delay);
@@ -1190,5 +1201,13 @@ mod tests {
         let b = h.login("bob", "b");
         h.send(a, "<iq type='result' id='ping-7' to='bob@localhost/b'/>");
         assert!(h.take(b).contains("id='ping-7'"));
+    }
+
+    #[test]
+    fn idle_conn_struct_small() {
+        // Memory budget: every connection holds one of these (boxed in the server) for its
+        // whole life; what only authentication needs lives behind a pointer.
+        let size = std::mem::size_of::<C2sConn>();
+        assert!(size <= 560, "C2sConn grew to {size} bytes");
     }
 }

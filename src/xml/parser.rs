@@ -10,6 +10,8 @@
 //! Leaves to others: what the header and elements mean (`stream`, `stanza`) and which stream
 //! error an `XmlError` becomes (`stream::error`).
 
+use std::borrow::Cow;
+
 use super::element::{Attr, Element};
 use super::framer::{FrameKind, Framer};
 use super::tree::{self, Scope};
@@ -105,7 +107,8 @@ pub struct StreamParser {
     /// Namespace bindings of the stream header.
     scope: Scope,
     /// The header's raw qualified name (prefix, local), once seen; its end tag closes.
-    root: Option<(String, String)>,
+    /// Shared constants for the usual `stream:stream`, so an idle stream holds no copy.
+    root: Option<(Cow<'static, str>, Cow<'static, str>)>,
     /// A self-closed header was returned; `Close` comes next.
     close_next: bool,
     closed: bool,

@@ -7,6 +7,8 @@
 //! line-end and attribute-value normalization.
 //! Leaves to others: finding frame boundaries and byte-level limits (`xml::framer`).
 
+use std::borrow::Cow;
+
 use xmlparser::{ElementEnd, StrSpan, Token, Tokenizer};
 
 use super::element::{Attr, Element, Node};
@@ -16,9 +18,22 @@ use super::parser::{StreamHeader, XmlError};
 const SYNTAX: XmlError = XmlError::NotWellFormed("syntax error");
 
 /// One in-scope namespace binding; `prefix` is empty for the default namespace.
+///
+/// The stream header's bindings live as long as the connection, so the usual spellings are
+/// kept as shared constants rather than a heap string per connection (see `shared`).
 struct Binding {
-    prefix: String,
-    uri: String,
+    prefix: Cow<'static, str>,
+    uri: Cow<'static, str>,
+}
+
+/// `s` as a borrowed constant when it is one of the names every stream header declares,
+/// else as the owned string: saves an idle connection its header's small allocations.
+pub(crate) fn shared(s: String) -> Cow<'static, str> {
+    const COMMON: [&str; 5] = ["", "stream", ns::STREAM, ns::CLIENT, ns::SERVER];
+    match COMMON.iter().find(|c| **c == s) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(s),
+    }
 }
 
 /// In-scope namespace bindings, innermost last. The stream header's bindings stay at the
@@ -35,18 +50,43 @@ impl Scope {
             return Some(ns::XML);
         }
         match self.bindings.iter().rev().find(|b| b.prefix == prefix) {
-            Some(b) => Some(b.uri.as_str()),
+            Some(b) => Some(&b.uri),
             None if prefix.is_empty() => Some(""),
             None => None,
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bindings.len()
     }
 
     fn truncate(&mut self, len: usize) {
         self.bindings.truncate(len);
+    }
+
+    /// Heap bytes the scope holds beyond its bindings' own slots: spare capacity and owned
+    /// (not shared) names. Zero for an idle stream with a usual header.
+    #[cfg(test)]
+    pub(crate) fn heap_overhead(&self) -> usize {
+        let spare = self.bindings.capacity() - self.bindings.len();
+        let owned = |c: &Cow<'static, str>| match c {
+            Cow::Borrowed(_) => 0,
+            Cow::Owned(s) => s.capacity(),
+        };
+        spare * std::mem::size_of::<Binding>()
+            + self
+                .bindings
+                .iter()
+                .map(|b| owned(&b.prefix) + owned(&b.uri))
+                .sum::<usize>()
+    }
+
+    /// Gives back the room an element's declarations took once only the header's bindings
+    /// remain, so an idle connection keeps exactly those (a shrink in place, no copy).
+    fn release_spare(&mut self) {
+        if self.bindings.capacity() > self.bindings.len() {
+            self.bindings.shrink_to_fit();
+        }
     }
 
     pub(crate) fn clear(&mut self) {
@@ -80,8 +120,8 @@ struct OpenElement<'a> {
 /// The stream header, plus what the parser needs to recognise its close tag.
 pub(crate) struct ParsedHeader {
     pub header: StreamHeader,
-    pub prefix: String,
-    pub local: String,
+    pub prefix: Cow<'static, str>,
+    pub local: Cow<'static, str>,
 }
 
 /// Checks the XML declaration frame: RFC 6120 §11.6 allows UTF-8 only.
@@ -149,7 +189,7 @@ pub(crate) fn parse_header(
         .iter()
         .rev()
         .find(|b| b.prefix.is_empty())
-        .map(|b| b.uri.clone())
+        .map(|b| b.uri.to_string())
         .unwrap_or_default();
     let declared = scope
         .bindings
@@ -157,8 +197,9 @@ pub(crate) fn parse_header(
         .unwrap_or(&[])
         .iter()
         .filter(|b| !b.prefix.is_empty())
-        .map(|b| (b.prefix.clone(), b.uri.clone()))
+        .map(|b| (b.prefix.to_string(), b.uri.to_string()))
         .collect();
+    scope.release_spare();
     Ok(ParsedHeader {
         header: StreamHeader {
             name: element.name,
@@ -167,8 +208,8 @@ pub(crate) fn parse_header(
             attrs: element.attrs,
             declared,
         },
-        prefix: start.prefix.to_owned(),
-        local: start.local.to_owned(),
+        prefix: shared(start.prefix.to_owned()),
+        local: shared(start.local.to_owned()),
     })
 }
 
@@ -198,6 +239,7 @@ pub(crate) fn parse_element(
     let base = scope.len();
     let result = build(text, scope, max_attrs, max_depth);
     scope.truncate(base);
+    scope.release_spare();
     result
 }
 
@@ -405,8 +447,8 @@ fn open_element(
         decode(a.value, &mut uri, Mode::Attr)?;
         check_binding(prefix, &uri)?;
         scope.bindings.push(Binding {
-            prefix: prefix.to_owned(),
-            uri,
+            prefix: shared(prefix.to_owned()),
+            uri: shared(uri),
         });
     }
     if start.prefix == "xmlns" {

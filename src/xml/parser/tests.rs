@@ -882,3 +882,33 @@ fn stream_random_and_mutated_input_no_panic() {
     // Some mutations leave the stream valid (e.g. changed text); the test must exercise both.
     assert!(accepted > 0 && accepted < 20_000, "accepted {accepted}");
 }
+
+#[test]
+fn idle_after_declaring_stanza_scope_holds_no_spare_heap() {
+    // Memory budget: an idle stream keeps its header's bindings and nothing else; the usual
+    // names are shared constants, and an element's declarations give their room back.
+    let mut p = StreamParser::new(XmlLimits::default());
+    let mut out = Vec::new();
+    p.feed(HEADER.as_bytes()).unwrap();
+    p.feed(b"<iq type='get' id='1'><query xmlns='jabber:iq:roster' xmlns:x='urn:x'/></iq>")
+        .unwrap();
+    drain(&mut p, &mut out).unwrap();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(p.scope.len(), 2);
+    assert_eq!(p.scope.heap_overhead(), 0);
+    assert!(matches!(
+        &p.root,
+        Some((Cow::Borrowed(_), Cow::Borrowed(_)))
+    ));
+}
+
+#[test]
+fn header_uncommon_namespace_kept_owned_and_resolved() {
+    let header = "<s:stream xmlns='urn:other' xmlns:s='http://etherx.jabber.org/streams' \
+        to='example.com' version='1.0'>";
+    let evs = events(&format!("{header}<message/>")).unwrap();
+    let Some(StreamEvent::Element(e)) = evs.get(1) else {
+        panic!("{evs:?}");
+    };
+    assert_eq!(e.ns, "urn:other");
+}
