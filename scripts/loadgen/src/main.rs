@@ -17,10 +17,11 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use conn::{Conn, Ctx, St};
 
@@ -30,6 +31,7 @@ const USAGE: &str = "usage:
   hearth-loadgen logins   --host H --port P --domain D [--users u%d] [--password pw] --count N[,N2...]
                           [--concurrency C] [--direct-tls] [--scram-cache FILE] [--hold SECS|-1]
   hearth-loadgen messages --host H --port P --domain D --pairs K --count M [--rate R] [--window W]
+                          [--tick-us 100] (pacing tick at a fixed rate; 0 = 1 ms bursts)
   hearth-loadgen pingpong --host H --port P --domain D --count M
 common: [--threads T] [--user-offset O] [--server-pid PID] [--settle SECS] [--timeout SECS] [--label L]
   --count for logins takes stages: sessions are opened up to each total in turn and a result
@@ -82,6 +84,43 @@ fn cpu_secs(pid: &str) -> Option<f64> {
     let st: f64 = f.get(12)?.parse().ok()?;
     Some((ut + st) / 100.0) // USER_HZ is 100 on Linux
 }
+
+/// (time spent running, time spent runnable but waiting for a CPU) in seconds, summed over a
+/// process's threads, from /proc/PID/task/*/schedstat. The wait says how much the machine,
+/// not the server, added to latency.
+fn sched_secs(pid: &str) -> Option<(f64, f64)> {
+    let (mut run, mut wait) = (0.0, 0.0);
+    // Bounded by the process's thread count.
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let mut f = s
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().unwrap_or(0.0));
+        run += f.next().unwrap_or(0.0) / 1e9;
+        wait += f.next().unwrap_or(0.0) / 1e9;
+    }
+    Some((run, wait))
+}
+
+/// The one-minute load average.
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// Default pacing tick of the fixed-rate mode (`--tick-us`). `epoll_wait` sleeps in whole
+/// milliseconds (mio rounds a 500 us timeout up to 1 ms), which sent a fixed rate as 1 ms
+/// bursts; a pacer thread wakes the worker this often instead, so messages leave close to
+/// their due times. `--tick-us 0` restores the old 1 ms bursts for comparison.
+const PACE_TICK_US: u64 = 100;
+const WAKE_TOKEN: Token = Token(usize::MAX);
 
 /// (VmRSS, VmHWM) in KiB.
 fn mem_kib(pid: &str) -> Option<(u64, u64)> {
@@ -162,6 +201,7 @@ enum Cmd {
         rate_pp: f64,
         echo: bool,
         epoch: Instant,
+        tick: Duration,
     },
     Stop,
 }
@@ -183,7 +223,13 @@ struct MsgRep {
     end: Option<Instant>,
     sent: u64,
     recv: u64,
+    /// Receipt minus the time the message was actually written (service latency).
     lat_us: Vec<u32>,
+    /// Fixed rate only: receipt minus the time the message was due by the schedule. This
+    /// counts a late generator against the result instead of hiding it (coordinated omission).
+    lat_due_us: Vec<u32>,
+    /// Fixed rate only: how late after its due time each message was written.
+    lag_us: Vec<u32>,
     complete: bool,
     first_err: Option<String>,
 }
@@ -216,6 +262,11 @@ enum Phase {
         rate_pp: f64,
         echo: bool,
         epoch: Instant,
+        /// When the schedule started, in ns since `epoch`: message k of a pair is due
+        /// k / rate_pp seconds after it.
+        start_ns: u64,
+        /// Stops the pacer thread (fixed rate only).
+        pacer: Option<Arc<AtomicBool>>,
         rep: MsgRep,
     },
 }
@@ -223,6 +274,7 @@ enum Phase {
 struct Worker {
     ctx: Arc<Ctx>,
     poll: Poll,
+    waker: Arc<Waker>,
     conns: Vec<Conn>,
     /// First conn of the last Login batch.
     batch: usize,
@@ -260,6 +312,7 @@ impl Worker {
                         rate_pp,
                         echo,
                         epoch,
+                        tick,
                     }) => {
                         let b = self.batch;
                         let n = (self.conns.len() - b) / 2;
@@ -272,11 +325,25 @@ impl Worker {
                             })
                             .collect();
                         deadline = Instant::now() + self.timeout;
+                        let t0 = Instant::now();
                         let rep = MsgRep {
-                            start: Some(Instant::now()),
+                            start: Some(t0),
                             ..Default::default()
                         };
+                        let pacer = (rate_pp > 0.0 && !tick.is_zero()).then(|| {
+                            let stop = Arc::new(AtomicBool::new(false));
+                            let (stop2, waker) = (stop.clone(), self.waker.clone());
+                            std::thread::spawn(move || {
+                                while !stop2.load(Ordering::Relaxed) {
+                                    std::thread::sleep(tick);
+                                    let _ = waker.wake();
+                                }
+                            });
+                            stop
+                        });
                         phase = Phase::Msg {
+                            start_ns: (t0 - epoch).as_nanos() as u64,
+                            pacer,
                             pairs,
                             count,
                             window,
@@ -292,7 +359,8 @@ impl Worker {
             }
             let wait = match &phase {
                 Phase::Idle => Duration::from_millis(20),
-                Phase::Msg { rate_pp, .. } if *rate_pp > 0.0 => Duration::from_micros(500),
+                // The pacer wakes the loop; this is only a fallback.
+                Phase::Msg { rate_pp, .. } if *rate_pp > 0.0 => Duration::from_millis(1),
                 _ => Duration::from_millis(10),
             };
             match self.poll.poll(&mut events, Some(wait)) {
@@ -303,7 +371,12 @@ impl Worker {
                 _ => {}
             }
             let now_epoch = match &phase {
-                Phase::Msg { epoch, .. } => Some(*epoch),
+                Phase::Msg {
+                    epoch,
+                    start_ns,
+                    rate_pp,
+                    ..
+                } => Some((*epoch, *start_ns, *rate_pp)),
                 _ => None,
             };
             for ev in events.iter() {
@@ -375,6 +448,7 @@ impl Worker {
                     window,
                     rate_pp,
                     epoch,
+                    start_ns,
                     rep,
                     ..
                 } => {
@@ -392,6 +466,10 @@ impl Worker {
                                 Vec::with_capacity(((limit - p.sent) as usize).min(4096) * 120);
                             while p.sent < limit {
                                 let ts = epoch.elapsed().as_nanos() as u64;
+                                if *rate_pp > 0.0 {
+                                    let due = due_ns(*start_ns, p.sent, *rate_pp);
+                                    rep.lag_us.push((ts.saturating_sub(due) / 1000) as u32);
+                                }
                                 buf.extend_from_slice(b"<message type='chat' to='");
                                 buf.extend_from_slice(to.as_bytes());
                                 buf.extend_from_slice(
@@ -423,7 +501,10 @@ impl Worker {
                         rep.end = Some(Instant::now());
                         let _ = tx.send(Rep::Login(rep));
                     }
-                    Phase::Msg { mut rep, .. } => {
+                    Phase::Msg { mut rep, pacer, .. } => {
+                        if let Some(stop) = pacer {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                         rep.end = Some(Instant::now());
                         let _ = tx.send(Rep::Msg(rep));
                     }
@@ -482,7 +563,7 @@ impl Worker {
         got: &[(u64, u64)],
         pairs: &mut [Pair],
         echo: bool,
-        epoch: Instant,
+        (epoch, start_ns, rate_pp): (Instant, u64, f64),
         rep: &mut MsgRep,
     ) {
         let now = epoch.elapsed().as_nanos() as u64;
@@ -506,14 +587,23 @@ impl Worker {
             } else if !(echo && i == p.s) {
                 continue;
             }
-            for (_, ts) in got {
+            for (seq, ts) in got {
                 p.recv += 1;
                 rep.recv += 1;
                 rep.lat_us.push((now.saturating_sub(*ts) / 1000) as u32);
+                if rate_pp > 0.0 {
+                    let due = due_ns(start_ns, *seq, rate_pp);
+                    rep.lat_due_us.push((now.saturating_sub(due) / 1000) as u32);
+                }
             }
             return;
         }
     }
+}
+
+/// When message `seq` of a pair is due, in ns since the epoch.
+fn due_ns(start_ns: u64, seq: u64, rate_pp: f64) -> u64 {
+    start_ns + (seq as f64 * 1e9 / rate_pp) as u64
 }
 
 // ---------------------------------------------------------------- orchestration
@@ -532,9 +622,13 @@ impl Run {
         let mut handles = Vec::new();
         for _ in 0..threads {
             let (tx, crx) = mpsc::channel();
+            let poll = Poll::new().map_err(|e| e.to_string())?;
+            let waker =
+                Arc::new(Waker::new(poll.registry(), WAKE_TOKEN).map_err(|e| e.to_string())?);
             let w = Worker {
                 ctx: ctx.clone(),
-                poll: Poll::new().map_err(|e| e.to_string())?,
+                poll,
+                waker,
                 conns: Vec::new(),
                 batch: 0,
                 timeout,
@@ -600,6 +694,8 @@ struct Meter {
     t: Instant,
     cpu: f64,
     scpu: Option<f64>,
+    sched: Option<(f64, f64)>,
+    load: f64,
 }
 
 impl Meter {
@@ -608,6 +704,8 @@ impl Meter {
             t: Instant::now(),
             cpu: cpu_secs("self").unwrap_or(0.0),
             scpu: spid.as_deref().and_then(cpu_secs),
+            sched: spid.as_deref().and_then(sched_secs),
+            load: loadavg(),
         }
     }
     /// JSON fields for the loadgen's and the server's CPU and the server's memory since `self`.
@@ -615,8 +713,10 @@ impl Meter {
         let wall = self.t.elapsed().as_secs_f64();
         let cpu = cpu_secs("self").unwrap_or(0.0) - self.cpu;
         let mut s = format!(
-            ",\"wall_s\":{wall:.3},\"loadgen_cpu_s\":{cpu:.2},\"loadgen_cpu_pct\":{:.0}",
-            100.0 * cpu / wall.max(1e-9)
+            ",\"wall_s\":{wall:.3},\"loadgen_cpu_s\":{cpu:.2},\"loadgen_cpu_pct\":{:.0},\"loadavg_start\":{:.2},\"loadavg_end\":{:.2}",
+            100.0 * cpu / wall.max(1e-9),
+            self.load,
+            loadavg()
         );
         if let Some(pid) = spid {
             if let (Some(a), Some(b)) = (self.scpu, cpu_secs(pid)) {
@@ -625,6 +725,9 @@ impl Meter {
                     b - a,
                     100.0 * (b - a) / wall.max(1e-9)
                 ));
+            }
+            if let (Some(a), Some(b)) = (self.sched, sched_secs(pid)) {
+                s.push_str(&format!(",\"server_runq_wait_s\":{:.3}", b.1 - a.1));
             }
             if let Some((rss, hwm)) = mem_kib(pid) {
                 s.push_str(&format!(
@@ -886,6 +989,7 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                     rate_pp,
                     echo: ping,
                     epoch,
+                    tick: Duration::from_micros(a.n("tick-us", PACE_TICK_US)?),
                 })
                 .map_err(|_| "worker gone")?;
             }
@@ -907,6 +1011,8 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                     tot.recv += r.recv;
                     tot.complete &= r.complete;
                     tot.lat_us.extend(r.lat_us);
+                    tot.lat_due_us.extend(r.lat_due_us);
+                    tot.lag_us.extend(r.lag_us);
                     if tot.first_err.is_none() {
                         tot.first_err = r.first_err;
                     }
@@ -937,13 +1043,32 @@ fn real_main(scenario: &str, a: &Args) -> Result<(), String> {
                     "msgs_per_s"
                 }
             );
+            let mut sched = String::new();
+            if rate > 0.0 {
+                let (d50, d99, dmax) = (
+                    pct(&mut tot.lat_due_us, 0.5),
+                    pct(&mut tot.lat_due_us, 0.99),
+                    pct(&mut tot.lat_due_us, 1.0),
+                );
+                let (g50, g99, gmax) = (
+                    pct(&mut tot.lag_us, 0.5),
+                    pct(&mut tot.lag_us, 0.99),
+                    pct(&mut tot.lag_us, 1.0),
+                );
+                line.push_str(&format!(
+                    ",\"lat_due_us_p50\":{d50},\"lat_due_us_p99\":{d99},\"lat_due_us_max\":{dmax},\"lag_us_p50\":{g50},\"lag_us_p99\":{g99},\"lag_us_max\":{gmax}"
+                ));
+                sched = format!(
+                    "; from due time p50 {d50:.0} us p99 {d99:.0} us; generator lag p99 {g99:.0} us max {gmax:.0} us"
+                );
+            }
             if let Some(e) = &tot.first_err {
                 line.push_str(&format!(",\"first_error\":{}", json_str(e)));
             }
             line.push('}');
             println!("{line}");
             eprintln!(
-                "{scenario}: {}/{expected} {} in {secs:.2}s = {per_s:.0}/s, {} p50 {:.0} us p99 {:.0} us max {:.0} us{}",
+                "{scenario}: {}/{expected} {} in {secs:.2}s = {per_s:.0}/s, {} p50 {:.0} us p99 {:.0} us max {:.0} us{sched}{}",
                 tot.recv,
                 if ping {
                     "round trips"
