@@ -68,6 +68,8 @@ pub struct Router {
     next_id: u64,
     /// PEP's in-memory state (contacts' caps, who gets notifications); not stored.
     pub pep: crate::features::pep::PepState,
+    /// Block lists read from the store (XEP-0191), so that stanzas do not read it.
+    pub blocking: crate::features::blocking::BlockCache,
 }
 
 /// The outcome of binding.

@@ -333,6 +333,9 @@ impl Server {
                 if r.is_ok() {
                     match &req {
                         ControlRequest::UserDel { jid } => {
+                            if let Ok(j) = Jid::parse(jid) {
+                                self.router.blocking.forget(&j.to_bare().to_string());
+                            }
                             self.kick_account(now, jid, "account deleted")
                         }
                         ControlRequest::UserPasswd { jid, .. } => {

@@ -15,6 +15,9 @@
 //! Never blocks between the resources of one account (XEP-0191 §5 note), nor stanzas to or
 //! from the user's own server domain.
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use super::{Ctx, Flow, Inbound, IqRequest, IqResult, IqTo, IqType, Outbound, Registry};
 use crate::jid::Jid;
 use crate::server::ConnId;
@@ -78,13 +81,45 @@ fn save(store: &mut dyn Store, account: &str, list: &[Jid]) -> Result<(), StoreE
     store.kv_put(account, KEY, text.join("\n").as_bytes())
 }
 
+/// Accounts whose block list was cached before the cache starts over (bounds its memory:
+/// an empty list costs a key and a pointer).
+const MAX_CACHED_LISTS: usize = 4096;
+
+/// Block lists by account as last read from or written to the store, so that the check on
+/// every stanza does not read the store (two redb reads per message were a quarter of the
+/// server's CPU per message, even with no block list). Kept right by `save` (the only writer
+/// of a list) and `forget` (the account was deleted). Lives in the router (in-memory state).
+#[derive(Default)]
+pub struct BlockCache {
+    lists: HashMap<String, Rc<[Jid]>>,
+}
+
+impl BlockCache {
+    fn get(&mut self, store: &dyn Store, account: &str) -> Result<Rc<[Jid]>, StoreError> {
+        if let Some(list) = self.lists.get(account) {
+            return Ok(list.clone());
+        }
+        let list: Rc<[Jid]> = load(store, account)?.into();
+        if self.lists.len() >= MAX_CACHED_LISTS {
+            self.lists.clear();
+        }
+        self.lists.insert(account.to_owned(), list.clone());
+        Ok(list)
+    }
+
+    /// The account's list changed or the account is gone: read it again next time.
+    pub fn forget(&mut self, account: &str) {
+        self.lists.remove(account);
+    }
+}
+
 /// Whether local account `account` (bare) has blocked `jid`. A store failure is logged and
 /// counts as "not blocked": the server is failing anyway, and losing messages would be worse.
-pub fn is_blocked(store: &dyn Store, account: &Jid, jid: &Jid) -> bool {
+pub fn is_blocked(cache: &mut BlockCache, store: &dyn Store, account: &Jid, jid: &Jid) -> bool {
     if jid.to_bare() == *account || (jid.local().is_none() && jid.domain() == account.domain()) {
         return false;
     }
-    match load(store, &account.to_string()) {
+    match cache.get(store, &account.to_string()) {
         Ok(list) => list.iter().any(|item| matches(item, jid)),
         Err(e) => {
             log::error!("store: {e}");
@@ -183,6 +218,7 @@ fn set(ctx: &mut Ctx, req: &IqRequest) -> IqResult {
                 .collect();
             announce_unavailable(ctx, &account, &added);
         }
+        ctx.router.blocking.forget(&key);
         save(ctx.store, &key, &list).map_err(internal)?;
         if !block {
             let removed: Vec<Jid> = before
@@ -288,7 +324,8 @@ fn announce_unavailable(ctx: &mut Ctx, account: &Jid, added: &[Jid]) {
             .collect();
         for from in &resources {
             // What the contact's own inbound hook would have done: it blocked us too.
-            if conns.is_empty() || is_blocked(ctx.store, &recipient, from) {
+            if conns.is_empty() || is_blocked(&mut ctx.router.blocking, ctx.store, &recipient, from)
+            {
                 continue;
             }
             let p = Element::new("presence", ns::CLIENT)
@@ -350,7 +387,7 @@ fn outbound(ctx: &mut Ctx, o: &Outbound, e: &mut Element) -> Flow {
         return Flow::Continue;
     };
     let account = o.from.to_bare();
-    if !is_blocked(ctx.store, &account, to) {
+    if !is_blocked(&mut ctx.router.blocking, ctx.store, &account, to) {
         return Flow::Continue;
     }
     let err = StanzaError {
@@ -371,7 +408,7 @@ fn outbound(ctx: &mut Ctx, o: &Outbound, e: &mut Element) -> Flow {
 /// local user to a JID that user blocked never reach that JID.
 fn inbound(ctx: &mut Ctx, i: &Inbound) -> Flow {
     let account = i.to.to_bare();
-    if is_blocked(ctx.store, &account, i.from) {
+    if is_blocked(&mut ctx.router.blocking, ctx.store, &account, i.from) {
         // Presence (notifications, subscriptions, probes) silently; messages and IQ
         // requests with `service-unavailable`, so the user appears offline; never an error
         // to an error or an IQ result.
@@ -398,7 +435,7 @@ fn inbound(ctx: &mut Ctx, i: &Inbound) -> Flow {
         && i.stanza.attr("type") != Some("error")
         && sender.local().is_some()
         && ctx.config.hosts(sender.domain())
-        && is_blocked(ctx.store, &sender, i.to)
+        && is_blocked(&mut ctx.router.blocking, ctx.store, &sender, i.to)
     {
         return Flow::Stop;
     }
@@ -410,6 +447,31 @@ mod tests {
     use super::*;
     use crate::server::ConnId;
     use crate::testutil::Harness;
+
+    #[test]
+    fn cache_reads_store_once_until_forgotten_and_is_bounded() {
+        let mut store = crate::store::memory::MemoryStore::new();
+        let mut cache = BlockCache::default();
+        let alice = j("alice@localhost");
+        let mallory = j("mallory@evil.example");
+        assert!(!is_blocked(&mut cache, &store, &alice, &mallory));
+        // Written behind the cache's back: the cached (empty) list still answers, which is
+        // what spares the store a read per stanza.
+        save(
+            &mut store,
+            "alice@localhost",
+            std::slice::from_ref(&mallory),
+        )
+        .unwrap();
+        assert!(!is_blocked(&mut cache, &store, &alice, &mallory));
+        cache.forget("alice@localhost");
+        assert!(is_blocked(&mut cache, &store, &alice, &mallory));
+        for i in 0..MAX_CACHED_LISTS + 10 {
+            let other = j(&format!("u{i}@localhost"));
+            is_blocked(&mut cache, &store, &other, &mallory);
+        }
+        assert!(cache.lists.len() <= MAX_CACHED_LISTS);
+    }
 
     fn j(s: &str) -> Jid {
         Jid::parse(s).unwrap()

@@ -398,6 +398,7 @@ fn remove(ctx: &mut Ctx, account: &Jid) -> IqResult {
     }
     match ctx.store.account_delete(&me) {
         Ok(true) => {
+            ctx.router.blocking.forget(&me);
             log::info!("{account}: account removed in-band");
             ctx.out.close_account(account, "account removed");
             Ok(None)
