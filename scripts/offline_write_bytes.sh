@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ARCHIVE=false leaves the message archive (on by default) out of the measurement.
 # Disk cost of offline messages: starts a release hearth in a temp folder (on the same file
 # system as the repository, not tmpfs, so that writes reach a block device), creates two users,
 # logs the sender in with a small raw XMPP client (Python stdlib: STARTTLS, PLAIN, bind), sends
@@ -51,6 +52,9 @@ log_level = "warn"
 [c2s]
 listen = ["127.0.0.1:$PORT"]
 listen_tls = ["127.0.0.1:$TLS_PORT"]
+
+[archive]
+enabled = ${ARCHIVE:-true}
 
 [limits]
 max_connections = 64

@@ -780,26 +780,7 @@ impl Loader<'_> {
                 _ => return Err(self.unknown(&name, e.line)),
             }
         }
-        for (i, a) in c.listen.iter().chain(&c.listen_tls).enumerate() {
-            if c.listen
-                .iter()
-                .chain(&c.listen_tls)
-                .skip(i + 1)
-                .any(|b| a == b)
-            {
-                // The later list repeats it (or the same list does).
-                let key = if c.listen_tls.contains(a) {
-                    "listen_tls"
-                } else {
-                    "listen"
-                };
-                let line = t.entry(key).map_or(1, |e| e.line);
-                return Err(self.err(
-                    line,
-                    format!("`c2s`: the socket address \"{a}\" is listed twice"),
-                ));
-            }
-        }
+        self.no_repeated_listener(t, "c2s", &c.listen, &c.listen_tls)?;
         Ok(())
     }
 
@@ -807,10 +788,7 @@ impl Loader<'_> {
         for e in t.entries() {
             let name = format!("archive.{}", e.key);
             match e.key.as_str() {
-                "enabled" => match &e.value {
-                    Value::Boolean(b) => a.enabled = *b,
-                    v => return Err(self.wrong_type(&name, "a boolean", v, e.line)),
-                },
+                "enabled" => a.enabled = self.bool(&name, e)?,
                 "max_age_days" => {
                     let days: u64 = self.int(&name, e, 0, Some(100 * 365))?;
                     a.max_age = (days > 0).then(|| Duration::from_secs(days * 86_400));
@@ -853,25 +831,7 @@ impl Loader<'_> {
                 _ => return Err(self.unknown(&name, e.line)),
             }
         }
-        for (i, a) in c.listen.iter().chain(&c.listen_tls).enumerate() {
-            if c.listen
-                .iter()
-                .chain(&c.listen_tls)
-                .skip(i + 1)
-                .any(|b| a == b)
-            {
-                let key = if c.listen_tls.contains(a) {
-                    "listen_tls"
-                } else {
-                    "listen"
-                };
-                let line = t.entry(key).map_or(1, |e| e.line);
-                return Err(self.err(
-                    line,
-                    format!("`s2s`: the socket address \"{a}\" is listed twice"),
-                ));
-            }
-        }
+        self.no_repeated_listener(t, "s2s", &c.listen, &c.listen_tls)?;
         if c.enabled && c.listen.is_empty() && c.listen_tls.is_empty() {
             let line = t.entries().first().map_or(1, |e| e.line);
             return Err(self.err(
@@ -879,6 +839,32 @@ impl Loader<'_> {
                 "`s2s.listen` and `s2s.listen_tls` are both empty, so no server could reach \
                  us; set `s2s.enabled = false` to turn federation off",
             ));
+        }
+        Ok(())
+    }
+
+    /// A socket address listed twice in `listen` and `listen_tls` of `table` is an error at
+    /// the line of the later list that repeats it (or of the list that repeats it).
+    fn no_repeated_listener(
+        &self,
+        t: &Table,
+        table: &str,
+        listen: &[SocketAddr],
+        listen_tls: &[SocketAddr],
+    ) -> Result<(), ConfigError> {
+        for (i, a) in listen.iter().chain(listen_tls).enumerate() {
+            if listen.iter().chain(listen_tls).skip(i + 1).any(|b| a == b) {
+                let key = if listen_tls.contains(a) {
+                    "listen_tls"
+                } else {
+                    "listen"
+                };
+                let line = t.entry(key).map_or(1, |e| e.line);
+                return Err(self.err(
+                    line,
+                    format!("`{table}`: the socket address \"{a}\" is listed twice"),
+                ));
+            }
         }
         Ok(())
     }

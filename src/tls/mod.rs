@@ -247,8 +247,9 @@ mod tests {
         Arc::new(c)
     }
 
-    /// Runs a handshake in memory; on failure says which side failed and why.
-    fn handshake(
+    /// Runs a handshake in memory; on failure says which side failed and why. Also used by
+    /// `verify`'s tests.
+    pub(super) fn handshake(
         server: &Arc<ServerConfig>,
         client: Arc<ClientConfig>,
         name: &str,

@@ -558,35 +558,7 @@ mod tests {
         client: Arc<rustls::ClientConfig>,
         name: &str,
     ) -> Result<(ClientConnection, ServerConnection), String> {
-        let name = ServerName::try_from(name.to_owned()).unwrap();
-        let mut c = ClientConnection::new(client, name).unwrap();
-        let mut s = ServerConnection::new(server).unwrap();
-        for _ in 0..10 {
-            let mut buf = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut buf).unwrap();
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                s.read_tls(&mut rd).unwrap();
-                s.process_new_packets()
-                    .map_err(|e| format!("server: {e}"))?;
-            }
-            let mut buf = Vec::new();
-            while s.wants_write() {
-                s.write_tls(&mut buf).unwrap();
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                c.read_tls(&mut rd).unwrap();
-                c.process_new_packets()
-                    .map_err(|e| format!("client: {e}"))?;
-            }
-            if !c.is_handshaking() && !s.is_handshaking() {
-                return Ok((c, s));
-            }
-        }
-        Err("handshake did not finish".to_owned())
+        crate::tls::tests::handshake(&server, client, name)
     }
 
     #[test]
