@@ -30,12 +30,15 @@ impl fmt::Display for JidError {
 
 const MAX_PART_BYTES: usize = 1023;
 
-/// A normalised JID.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A normalised JID, kept as its written form (`local@domain/resource`) in one allocation,
+/// with the part boundaries: routing compares, hashes and prints JIDs on every stanza.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Jid {
-    local: Option<String>,
-    domain: String,
-    resource: Option<String>,
+    full: Box<str>,
+    /// Bytes of the localpart (0: none; a localpart is never empty).
+    local_len: u16,
+    /// Bytes of the bare JID; a resource follows after a `/` when shorter than `full`.
+    bare_len: u16,
 }
 
 impl Jid {
@@ -53,67 +56,119 @@ impl Jid {
         let local = local.map(normalize_local).transpose()?;
         let domain = normalize_domain(domain)?;
         let resource = resource.map(normalize_resource).transpose()?;
-        Ok(Jid {
-            local,
-            domain,
-            resource,
-        })
+        Ok(Jid::from_parts(local.as_deref(), &domain, resource.as_deref()))
+    }
+
+    /// Joins normalised parts, each at most `MAX_PART_BYTES` long (so the lengths fit `u16`).
+    fn from_parts(local: Option<&str>, domain: &str, resource: Option<&str>) -> Jid {
+        let mut full = String::with_capacity(
+            local.map_or(0, |l| l.len() + 1) + domain.len() + resource.map_or(0, |r| r.len() + 1),
+        );
+        if let Some(l) = local {
+            full.push_str(l);
+            full.push('@');
+        }
+        full.push_str(domain);
+        let bare_len = full.len();
+        if let Some(r) = resource {
+            full.push('/');
+            full.push_str(r);
+        }
+        Jid {
+            full: full.into_boxed_str(),
+            // Each part is at most 1023 bytes before case folding, which at most adds half
+            // again (`check_len`): `full` stays far below `u16::MAX`.
+            local_len: local.map_or(0, str::len) as u16,
+            bare_len: bare_len as u16,
+        }
     }
 
     /// A domain JID (`example.org`).
     pub fn domain_jid(domain: &str) -> Result<Jid, JidError> {
-        Ok(Jid {
-            local: None,
-            domain: normalize_domain(domain)?,
-            resource: None,
-        })
+        Ok(Jid::from_parts(None, &normalize_domain(domain)?, None))
     }
 
     pub fn local(&self) -> Option<&str> {
-        self.local.as_deref()
+        match self.local_len {
+            0 => None,
+            n => self.full.get(..usize::from(n)),
+        }
     }
 
     pub fn domain(&self) -> &str {
-        &self.domain
+        let start = match self.local_len {
+            0 => 0,
+            n => usize::from(n) + 1,
+        };
+        self.full
+            .get(start..usize::from(self.bare_len))
+            .unwrap_or_default()
     }
 
     pub fn resource(&self) -> Option<&str> {
-        self.resource.as_deref()
+        self.full.get(usize::from(self.bare_len) + 1..)
     }
 
     pub fn is_bare(&self) -> bool {
-        self.resource.is_none()
+        usize::from(self.bare_len) == self.full.len()
+    }
+
+    /// The written form, as `to_string` gives it, without allocating.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+
+    /// The bare JID's written form.
+    pub fn bare_str(&self) -> &str {
+        self.full
+            .get(..usize::from(self.bare_len))
+            .unwrap_or_default()
+    }
+
+    /// Whether both JIDs have the same bare JID.
+    pub fn bare_eq(&self, other: &Jid) -> bool {
+        self.bare_str() == other.bare_str()
     }
 
     /// This JID without its resource.
     pub fn to_bare(&self) -> Jid {
         Jid {
-            local: self.local.clone(),
-            domain: self.domain.clone(),
-            resource: None,
+            full: self.bare_str().into(),
+            local_len: self.local_len,
+            bare_len: self.bare_len,
         }
     }
 
     /// This bare JID with `resource` (normalised; fails on forbidden characters).
     pub fn with_resource(&self, resource: &str) -> Result<Jid, JidError> {
-        Ok(Jid {
-            local: self.local.clone(),
-            domain: self.domain.clone(),
-            resource: Some(normalize_resource(resource)?),
-        })
+        Ok(Jid::from_parts(
+            self.local(),
+            self.domain(),
+            Some(&normalize_resource(resource)?),
+        ))
+    }
+}
+
+/// Ordered by localpart (none first), then domain, then resource (none first).
+impl Ord for Jid {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.local(), self.domain(), self.resource()).cmp(&(
+            other.local(),
+            other.domain(),
+            other.resource(),
+        ))
+    }
+}
+
+impl PartialOrd for Jid {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Display for Jid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(l) = &self.local {
-            write!(f, "{l}@")?;
-        }
-        f.write_str(&self.domain)?;
-        if let Some(r) = &self.resource {
-            write!(f, "/{r}")?;
-        }
-        Ok(())
+        f.write_str(&self.full)
     }
 }
 
@@ -174,6 +229,25 @@ mod tests {
         assert_eq!(j.domain(), "example.org");
         assert_eq!(j.resource(), Some("Phone"));
         assert_eq!(j.to_string(), "alice@example.org/Phone");
+        assert_eq!(j.bare_str(), "alice@example.org");
+        assert!(!j.is_bare());
+        let bare = j.to_bare();
+        assert_eq!((bare.local(), bare.resource()), (Some("alice"), None));
+        assert_eq!(bare.domain(), "example.org");
+        assert!(bare.is_bare());
+        let domain = Jid::parse("Example.org/r").unwrap();
+        assert_eq!((domain.local(), domain.domain()), (None, "example.org"));
+        assert_eq!(domain.resource(), Some("r"));
+        assert_eq!(bare.with_resource("x").unwrap().as_str(), "alice@example.org/x");
+    }
+
+    #[test]
+    fn order_is_local_then_domain_then_resource() {
+        let order = ["b.org", "b.org/r", "a@c.org", "b@a.org", "b@a.org/r"];
+        let mut jids: Vec<Jid> = order.iter().rev().map(|s| Jid::parse(s).unwrap()).collect();
+        jids.sort();
+        let got: Vec<String> = jids.iter().map(Jid::to_string).collect();
+        assert_eq!(got, order);
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub enum Target {
 #[derive(Default)]
 pub struct Router {
     sessions: HashMap<SessionId, Box<Session>>,
-    by_account: HashMap<Jid, Vec<SessionId>>,
+    /// Keyed by the bare JID's written form, so a lookup borrows any JID's `bare_str`.
+    by_account: HashMap<Box<str>, Vec<SessionId>>,
     next_id: u64,
     /// PEP's in-memory state (contacts' caps, who gets notifications); not stored.
     pub pep: crate::features::pep::PepState,
@@ -94,16 +95,17 @@ impl Router {
     }
 
     /// Sessions of an account (bare JID).
+    /// The sessions of `account`'s bare JID (a full JID's resource is ignored).
     pub fn sessions_of(&self, account: &Jid) -> impl Iterator<Item = &Session> {
         self.by_account
-            .get(account)
+            .get(account.bare_str())
             .into_iter()
             .flatten()
             .filter_map(|id| self.sessions.get(id).map(|s| &**s))
     }
 
     pub fn find_full(&self, jid: &Jid) -> Option<&Session> {
-        self.sessions_of(&jid.to_bare()).find(|s| s.jid == *jid)
+        self.sessions_of(jid).find(|s| s.jid == *jid)
     }
 
     pub fn session_count(&self) -> usize {
@@ -150,18 +152,21 @@ impl Router {
                 blocklist_requested: false,
             }),
         );
-        self.by_account.entry(account.clone()).or_default().push(id);
+        self.by_account
+            .entry(account.bare_str().into())
+            .or_default()
+            .push(id);
         Ok(Bound { id, jid, replaced })
     }
 
     /// Removes a session; returns it.
     pub fn unbind(&mut self, id: SessionId) -> Option<Session> {
         let s = *self.sessions.remove(&id)?;
-        let account = s.jid.to_bare();
-        if let Some(ids) = self.by_account.get_mut(&account) {
+        let account = s.jid.bare_str();
+        if let Some(ids) = self.by_account.get_mut(account) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
-                self.by_account.remove(&account);
+                self.by_account.remove(account);
             }
         }
         Some(s)

@@ -50,7 +50,7 @@ pub fn register(r: &mut Registry) {
 pub fn matches(item: &Jid, jid: &Jid) -> bool {
     match (item.local(), item.resource()) {
         (Some(_), Some(_)) => item == jid,
-        (Some(_), None) => *item == jid.to_bare(),
+        (Some(_), None) => item.as_str() == jid.bare_str(),
         (None, Some(r)) => {
             jid.local().is_none() && jid.domain() == item.domain() && jid.resource() == Some(r)
         }
@@ -116,10 +116,12 @@ impl BlockCache {
 /// Whether local account `account` (bare) has blocked `jid`. A store failure is logged and
 /// counts as "not blocked": the server is failing anyway, and losing messages would be worse.
 pub fn is_blocked(cache: &mut BlockCache, store: &dyn Store, account: &Jid, jid: &Jid) -> bool {
-    if jid.to_bare() == *account || (jid.local().is_none() && jid.domain() == account.domain()) {
+    if jid.bare_str() == account.bare_str()
+        || (jid.local().is_none() && jid.domain() == account.domain())
+    {
         return false;
     }
-    match cache.get(store, &account.to_string()) {
+    match cache.get(store, account.bare_str()) {
         Ok(list) => list.iter().any(|item| matches(item, jid)),
         Err(e) => {
             log::error!("store: {e}");
@@ -274,7 +276,7 @@ fn presence_subscribers(ctx: &mut Ctx, account: &Jid, entries: &[Jid]) -> Vec<Ji
         for entry in entries {
             let target = if matches(entry, &contact) {
                 contact.clone()
-            } else if !entry.is_bare() && entry.to_bare() == contact {
+            } else if !entry.is_bare() && entry.bare_eq(&contact) && contact.is_bare() {
                 entry.clone()
             } else {
                 continue;

@@ -104,12 +104,12 @@ fn outbound(ctx: &mut Ctx, o: &Outbound, e: &mut Element) -> Flow {
     if o.kind != StanzaKind::Message {
         return Flow::Continue;
     }
-    let account = o.from.to_bare();
     // A message to the user's own account reaches its resources; `delivered` copies it once
     // as `received` to those it did not reach.
-    if o.to.is_none_or(|t| t.to_bare() == account) || !eligible(e, false) {
+    if o.to.is_none_or(|t| t.bare_eq(o.from)) || !eligible(e, false) {
         return Flow::Continue;
     }
+    let account = o.from.to_bare();
     let sender = o.session;
     copy(ctx, &account, "sent", e, |s| s.id != sender);
     Flow::Continue

@@ -138,11 +138,11 @@ fn archive_sent(ctx: &mut Ctx, o: &Outbound, e: &mut Element) -> super::Flow {
     if o.kind != StanzaKind::Message || !ctx.config.archive.enabled {
         return super::Flow::Continue;
     }
-    let account = o.from.to_bare();
     // To the sender's own account: archived once, when it arrives there.
-    let Some(to) = o.to.filter(|t| t.to_bare() != account) else {
+    let Some(to) = o.to.filter(|t| !t.bare_eq(o.from)) else {
         return super::Flow::Continue;
     };
+    let account = o.from.to_bare();
     let (account, with) = (account.to_string(), to.to_bare().to_string());
     if archivable(e) && wanted(ctx, &account, &with) {
         append(ctx, &account, &with, e);

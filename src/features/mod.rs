@@ -193,7 +193,7 @@ pub struct IqRequest<'a> {
 impl IqRequest<'_> {
     /// The request comes from the account it is addressed to (its own roster, vCard, ...).
     pub fn from_owner(&self) -> bool {
-        self.from.to_bare() == *self.to
+        self.from.bare_str() == self.to.as_str()
     }
 }
 

@@ -133,7 +133,7 @@ fn broadcast(ctx: &mut Ctx, sid: SessionId, e: &Element, available: bool) {
     for target in directed {
         let subscribed = items
             .iter()
-            .any(|i| i.subscription.has_from() && i.jid == target.to_bare().to_string());
+            .any(|i| i.subscription.has_from() && i.jid == target.bare_str());
         if !subscribed {
             let mut copy = e.clone();
             copy.set_attr("to", &target.to_string());

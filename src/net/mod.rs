@@ -59,6 +59,9 @@ const LISTENER_BASE: usize = 4;
 
 /// The shared read buffer: one TLS record's worth.
 const READ_BUF_BYTES: usize = 16 * 1024;
+/// A connection's output written at once rather than at the end of the turn: enough to
+/// coalesce a burst of stanzas into a few writes, small next to `max_outgoing_bytes`.
+const EARLY_FLUSH_BYTES: usize = 32 * 1024;
 /// Reads per readiness event before other sockets get a turn (the rest waits for the next
 /// loop round, which then polls without sleeping).
 const READ_BUDGET: usize = 32;
@@ -159,6 +162,8 @@ struct Driver {
     again: Vec<Token>,
     /// Connections with `tls_stash` bytes to feed (from `Action::StartTls`).
     tls_feed: Vec<ConnId>,
+    /// Connections with `flush_pending` output, each once: at most one per connection.
+    to_flush: Vec<ConnId>,
     full_warn: WarnLimiter,
     fd_warn: WarnLimiter,
 }
@@ -241,6 +246,7 @@ pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Res
         read_buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
         again: Vec::new(),
         tls_feed: Vec::new(),
+        to_flush: Vec::new(),
         full_warn: WarnLimiter::default(),
         fd_warn: WarnLimiter::default(),
     };
@@ -285,6 +291,7 @@ impl Driver {
             self.server.end_turn(now);
             self.apply_actions(now);
             self.settle(now);
+            self.flush_pending(now);
             if stop {
                 self.shutdown(signals);
                 return Ok(());
@@ -391,14 +398,28 @@ impl Driver {
         }
     }
 
+    /// Queues `bytes` for the end-of-turn flush (`flush_pending`), or writes at once when a
+    /// turn has queued `EARLY_FLUSH_BYTES` for the connection; then checks the slow-reader
+    /// bound.
     fn send(&mut self, id: ConnId, bytes: &[u8], now: Instant) {
         let max = self.config.limits.max_outgoing_bytes;
         let Some(conn) = self.conns.get_mut(id).filter(|c| c.state == State::Open) else {
             debug!("{id:?}: send to a closed connection dropped");
             return;
         };
-        match conn.send(bytes) {
-            Ok(()) if conn.out.len() <= max => self.update_interest(id),
+        let mut sent = conn.send(bytes);
+        if sent.is_ok() && conn.out.len() >= EARLY_FLUSH_BYTES && !conn.connecting {
+            // A large burst (a MAM page, a backlog) goes out now rather than growing the
+            // queue towards the slow-reader bound for a reader that is keeping up.
+            sent = conn.flush().map(|_| ()).map_err(SendError::Io);
+        }
+        match sent {
+            Ok(()) if conn.out.len() <= max => {
+                if !conn.flush_pending && !conn.out.is_empty() {
+                    conn.flush_pending = true;
+                    self.to_flush.push(id);
+                }
+            }
             Ok(()) | Err(SendError::TlsBufferFull) => {
                 info!("closing slow reader {}", conn.peer_text());
                 self.lost(id, now);
@@ -495,14 +516,42 @@ impl Driver {
         self.update_interest(id);
     }
 
-    /// Registers WRITABLE interest exactly while output is queued.
+    /// Writes every connection that was sent to this turn, once each; a failed write loses
+    /// the connection (which may queue more output for others: those are written too).
+    fn flush_pending(&mut self, now: Instant) {
+        // Ends: a round that loses no connection leaves the list empty, and a connection is
+        // lost at most once.
+        while !self.to_flush.is_empty() {
+            for id in std::mem::take(&mut self.to_flush) {
+                let Some(conn) = self.conns.get_mut(id) else {
+                    continue;
+                };
+                conn.flush_pending = false;
+                if conn.state != State::Open || conn.connecting {
+                    // Closing connections flush themselves; connecting ones on connect.
+                    continue;
+                }
+                match conn.flush() {
+                    Ok(_) => self.update_interest(id),
+                    Err(e) => {
+                        debug!("{}: write failed: {e}", conn.peer_text());
+                        self.lost(id, now);
+                    }
+                }
+            }
+            self.settle(now);
+        }
+    }
+
+    /// Registers WRITABLE interest exactly while output is queued (and not waiting for the
+    /// end-of-turn flush, which registers it if the socket does not take everything).
     fn update_interest(&mut self, id: ConnId) {
         let token = self.token_of(id);
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         // While connecting, writability is how the connect's completion is announced.
-        let want = !conn.out.is_empty() || conn.connecting;
+        let want = (!conn.out.is_empty() && !conn.flush_pending) || conn.connecting;
         if want == conn.writable {
             return;
         }
@@ -834,6 +883,7 @@ impl Driver {
                 self.settle(now);
             }
             self.run_timers(now);
+            self.flush_pending(now);
             if again_signal {
                 break;
             }

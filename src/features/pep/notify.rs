@@ -344,10 +344,10 @@ pub fn inbound(ctx: &mut Ctx, i: &Inbound) -> Flow {
 }
 
 fn contact_presence(ctx: &mut Ctx, i: &Inbound) {
-    let owner = i.to.to_bare();
-    if i.from.is_bare() || i.from.to_bare() == owner {
+    if i.from.is_bare() || i.from.bare_eq(i.to) {
         return;
     }
+    let owner = i.to.to_bare();
     match i.stanza.attr("type") {
         None => {}
         Some("unavailable") => {
