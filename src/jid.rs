@@ -56,7 +56,11 @@ impl Jid {
         let local = local.map(normalize_local).transpose()?;
         let domain = normalize_domain(domain)?;
         let resource = resource.map(normalize_resource).transpose()?;
-        Ok(Jid::from_parts(local.as_deref(), &domain, resource.as_deref()))
+        Ok(Jid::from_parts(
+            local.as_deref(),
+            &domain,
+            resource.as_deref(),
+        ))
     }
 
     /// Joins normalised parts, each at most `MAX_PART_BYTES` long (so the lengths fit `u16`).
@@ -238,7 +242,10 @@ mod tests {
         let domain = Jid::parse("Example.org/r").unwrap();
         assert_eq!((domain.local(), domain.domain()), (None, "example.org"));
         assert_eq!(domain.resource(), Some("r"));
-        assert_eq!(bare.with_resource("x").unwrap().as_str(), "alice@example.org/x");
+        assert_eq!(
+            bare.with_resource("x").unwrap().as_str(),
+            "alice@example.org/x"
+        );
     }
 
     #[test]

@@ -610,6 +610,26 @@ mod tests {
     }
 
     #[test]
+    fn open_sends_wait_for_flush_then_go_in_one_write() {
+        let (mut conn, listener) = connecting_conn();
+        let (mut peer, _) = listener.accept().unwrap();
+        conn.connecting = false;
+        conn.send(b"<a/>").unwrap();
+        conn.send(b"<b/>").unwrap();
+        // Nothing on the wire before the flush.
+        assert_eq!(conn.out.len(), 8);
+        peer.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 16];
+        let early = peer.read(&mut got);
+        assert!(matches!(early, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock));
+        assert!(conn.flush().unwrap());
+        assert_eq!(conn.out.capacity(), 0, "a drained queue frees its memory");
+        peer.set_nonblocking(false).unwrap();
+        peer.read_exact(&mut got[..8]).unwrap();
+        assert_eq!(&got[..8], b"<a/><b/>");
+    }
+
+    #[test]
     fn connecting_client_hello_queued_in_out() {
         let (mut conn, _listener) = connecting_conn();
         let mut roots = rustls::RootCertStore::empty();

@@ -16,8 +16,9 @@ use super::{CLOSE_LINGER, Driver, READ_BUDGET, Timer};
 use crate::server::ConnId;
 
 impl Driver {
-    /// Reads until `WouldBlock` (or the budget), handing bytes to the core or to rustls.
-    pub(super) fn on_readable(&mut self, id: ConnId, now: Instant) {
+    /// Reads until `WouldBlock`, a short read (unless `until_would_block`; see `Ready`) or the
+    /// budget, handing bytes to the core or to rustls.
+    pub(super) fn on_readable(&mut self, id: ConnId, until_would_block: bool, now: Instant) {
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut exhausted = true;
         for _ in 0..READ_BUDGET {
@@ -60,11 +61,10 @@ impl Driver {
                 }
             };
             let bytes = buf.get(..n).unwrap_or_default();
+            let drained = n < buf.len() && !until_would_block;
             if conn.state == State::Closing {
                 // The core is done with it; input is only drained so the close is clean.
-                continue;
-            }
-            if let Role::Control(_) = conn.role {
+            } else if let Role::Control(_) = conn.role {
                 self.control_input(id, bytes, now);
             } else if let Role::DnsTcp(_) = conn.role {
                 self.dns_tcp_input(id, bytes, now);
@@ -75,6 +75,10 @@ impl Driver {
                 self.server.handle_bytes(now, core, bytes);
                 // Before the next read: a StartTls must apply to the bytes that follow.
                 self.apply_actions(now);
+            }
+            if drained {
+                exhausted = false;
+                break;
             }
         }
         self.read_buf = buf;

@@ -168,6 +168,36 @@ struct Driver {
     fd_warn: WarnLimiter,
 }
 
+/// What a readiness event asks of a connection.
+#[derive(Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    /// Read until `WouldBlock`. Otherwise a read that returns less than the buffer ends the
+    /// round: the socket was empty then, and epoll (edge-triggered) reports any later data as
+    /// a new event. That saves an `EAGAIN` read per event. A FIN or error, though, is
+    /// reported once with the data before it, so then reading goes on until it is seen.
+    until_would_block: bool,
+}
+
+impl Ready {
+    /// A connection whose read budget ran out: it may hold anything, a FIN included.
+    const AGAIN: Ready = Ready {
+        readable: true,
+        writable: false,
+        until_would_block: true,
+    };
+
+    fn of(event: &mio::event::Event) -> Ready {
+        let closed = event.is_read_closed() || event.is_error();
+        Ready {
+            readable: event.is_readable() || closed,
+            writable: event.is_writable(),
+            until_would_block: closed,
+        }
+    }
+}
+
 /// Runs the event loop until SIGTERM/SIGINT, then shuts down gracefully.
 pub fn run(config: Arc<Config>, server: Server, tls: TlsConfigs) -> std::io::Result<()> {
     let poll = Poll::new()?;
@@ -276,12 +306,11 @@ impl Driver {
                     }
                     continue;
                 }
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                self.dispatch(event.token(), readable, event.is_writable(), now);
+                self.dispatch(event.token(), Ready::of(event), now);
                 self.settle(now);
             }
             for token in std::mem::take(&mut self.again) {
-                self.dispatch(token, true, false, now);
+                self.dispatch(token, Ready::AGAIN, now);
                 self.settle(now);
             }
             self.run_timers(Instant::now());
@@ -308,7 +337,7 @@ impl Driver {
             .map(|at| at.saturating_duration_since(now))
     }
 
-    fn dispatch(&mut self, token: Token, readable: bool, writable: bool, now: Instant) {
+    fn dispatch(&mut self, token: Token, ready: Ready, now: Instant) {
         if token == CONTROL_TOKEN {
             self.accept_control(now);
         } else if token == DNS_UDP4_TOKEN || token == DNS_UDP6_TOKEN {
@@ -320,11 +349,11 @@ impl Driver {
             .checked_sub(self.conn_token_base)
             .and_then(|index| self.conns.id_at(index))
         {
-            if writable {
+            if ready.writable {
                 self.on_writable(id, now);
             }
-            if readable {
-                self.on_readable(id, now);
+            if ready.readable {
+                self.on_readable(id, ready.until_would_block, now);
             }
         }
         // Anything else is a token of a connection already gone: ignored.
@@ -874,12 +903,11 @@ impl Driver {
                     again_signal |= signals.pending().any(|s| s != SIGHUP);
                     continue;
                 }
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                self.dispatch(event.token(), readable, event.is_writable(), now);
+                self.dispatch(event.token(), Ready::of(event), now);
                 self.settle(now);
             }
             for token in std::mem::take(&mut self.again) {
-                self.dispatch(token, true, false, now);
+                self.dispatch(token, Ready::AGAIN, now);
                 self.settle(now);
             }
             self.run_timers(now);

@@ -7,8 +7,6 @@
 //! emits `xmlns` only where an element's namespace differs from its parent's, so a stanza
 //! written inside a `jabber:client` stream carries no redundant declarations.
 
-use std::fmt::Write as _;
-
 use super::ns;
 
 /// One attribute, namespace-resolved. `ns` is empty for unprefixed attributes (the common case).
@@ -149,9 +147,7 @@ impl Element {
     /// Serializes this element as it appears inside a stream whose default namespace is
     /// `parent_ns` (e.g. `jabber:client`).
     pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
-        let mut s = String::new();
-        self.write_str(&mut s, parent_ns);
-        out.extend_from_slice(s.as_bytes());
+        self.write_xml(out, parent_ns);
     }
 
     /// Serializes to a new buffer, as a child of a `parent_ns` context.
@@ -161,85 +157,149 @@ impl Element {
         out
     }
 
-    /// Serializes into a `String` (the writer works on `str`; every input is valid UTF-8).
+    /// Serializes into a `String`.
     pub fn write_str(&self, out: &mut String, parent_ns: &str) {
-        out.push('<');
-        out.push_str(&self.name);
+        self.write_xml(out, parent_ns);
+    }
+
+    /// The serializer, for both outputs: wire bytes go straight into the caller's buffer
+    /// (every stanza sent is serialized once, on the hot path).
+    fn write_xml<O: XmlOut>(&self, out: &mut O, parent_ns: &str) {
+        out.put("<");
+        out.put(&self.name);
         if self.ns != parent_ns {
-            out.push_str(" xmlns='");
-            escape_attr(&self.ns, out);
-            out.push('\'');
+            out.put(" xmlns='");
+            escape_attr_into(&self.ns, out);
+            out.put("'");
         }
         // Prefixed attributes from namespaces other than `xml` need a declaration; prefixes
         // are generated (a0, a1, ...) since only the URI carries meaning.
         let mut next_prefix = 0usize;
         for a in &self.attrs {
-            out.push(' ');
+            out.put(" ");
             if a.ns.is_empty() {
-                out.push_str(&a.name);
+                out.put(&a.name);
             } else if a.ns == ns::XML {
-                out.push_str("xml:");
-                out.push_str(&a.name);
+                out.put("xml:");
+                out.put(&a.name);
             } else {
-                let _ = write!(out, "xmlns:a{next_prefix}='");
-                escape_attr(&a.ns, out);
-                let _ = write!(out, "' a{next_prefix}:{}", a.name);
+                let prefix = format!("a{next_prefix}");
+                out.put("xmlns:");
+                out.put(&prefix);
+                out.put("='");
+                escape_attr_into(&a.ns, out);
+                out.put("' ");
+                out.put(&prefix);
+                out.put(":");
+                out.put(&a.name);
                 next_prefix += 1;
             }
-            out.push_str("='");
-            escape_attr(&a.value, out);
-            out.push('\'');
+            out.put("='");
+            escape_attr_into(&a.value, out);
+            out.put("'");
         }
         if self.children.is_empty() {
-            out.push_str("/>");
+            out.put("/>");
             return;
         }
-        out.push('>');
+        out.put(">");
         for n in &self.children {
             match n {
-                Node::Element(e) => e.write_str(out, &self.ns),
-                Node::Text(t) => escape_text(t, out),
+                Node::Element(e) => e.write_xml(out, &self.ns),
+                Node::Text(t) => escape_text_into(t, out),
             }
         }
-        out.push_str("</");
-        out.push_str(&self.name);
-        out.push('>');
+        out.put("</");
+        out.put(&self.name);
+        out.put(">");
+    }
+}
+
+/// Where the serializer writes.
+trait XmlOut {
+    fn put(&mut self, s: &str);
+}
+
+impl XmlOut for String {
+    fn put(&mut self, s: &str) {
+        self.push_str(s);
+    }
+}
+
+impl XmlOut for Vec<u8> {
+    fn put(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
     }
 }
 
 /// Escapes character data: `&`, `<` and `>` (the last so that `]]>` never appears).
 pub fn escape_text(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
+    escape_text_into(s, out);
+}
+
+fn escape_text_into<O: XmlOut>(s: &str, out: &mut O) {
+    escape_into(s, out, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        _ => None,
+    });
 }
 
 /// Escapes an attribute value for single-quoted output; also escapes `"` so values can be
 /// copied into either quoting style, and control whitespace so it survives normalization.
 pub fn escape_attr(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#9;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
+    escape_attr_into(s, out);
+}
+
+fn escape_attr_into<O: XmlOut>(s: &str, out: &mut O) {
+    escape_into(s, out, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'\'' => Some("&apos;"),
+        b'"' => Some("&quot;"),
+        b'\t' => Some("&#9;"),
+        b'\n' => Some("&#10;"),
+        b'\r' => Some("&#13;"),
+        _ => None,
+    });
+}
+
+/// Copies `s` in runs between the bytes `entity` replaces. Every such byte is ASCII, so the
+/// runs split `s` at character boundaries.
+fn escape_into<O: XmlOut>(s: &str, out: &mut O, entity: impl Fn(u8) -> Option<&'static str>) {
+    let mut run_start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if let Some(replacement) = entity(b) {
+            out.put(s.get(run_start..i).unwrap_or_default());
+            out.put(replacement);
+            run_start = i + 1;
         }
     }
+    out.put(s.get(run_start..).unwrap_or_default());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_between_multibyte_runs() {
+        let mut a = String::new();
+        escape_attr("é&'\n\"<>\tx\r€", &mut a);
+        assert_eq!(a, "é&amp;&apos;&#10;&quot;&lt;&gt;&#9;x&#13;€");
+        let mut t = String::new();
+        escape_text("]]>€&<'\"", &mut t);
+        assert_eq!(t, "]]&gt;€&amp;&lt;'\"");
+        let e = Element::new("x", "urn:a")
+            .with_attr("v", "ü'")
+            .with_text("<ü>");
+        assert_eq!(
+            String::from_utf8(e.to_bytes("urn:a")).unwrap(),
+            "<x v='ü&apos;'>&lt;ü&gt;</x>"
+        );
+    }
 
     #[test]
     fn write_omits_inherited_namespace() {

@@ -117,6 +117,20 @@ struct Scanner {
 }
 
 impl Scanner {
+    /// How many leading bytes of `rest` are plain text or attribute value: bytes `step` would
+    /// only count as `Inside`.
+    fn plain_run(&self, rest: &[u8]) -> usize {
+        let control = |b: u8| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r');
+        let end = match self.lex {
+            Lex::Text => rest.iter().position(|&b| b == b'<' || control(b)),
+            Lex::AttrValue(quote) => rest
+                .iter()
+                .position(|&b| b == quote || b == b'<' || control(b)),
+            _ => return 0,
+        };
+        end.unwrap_or(rest.len())
+    }
+
     fn step(&mut self, b: u8) -> Result<Step, XmlError> {
         // RFC 6120 §11.1 and XML 1.0 §2.2: no control characters other than tab, CR, LF,
         // anywhere in the stream. Checked here so that even text is refused at once.
@@ -496,10 +510,20 @@ impl Framer {
         if self.pending.is_some() || self.scanner.phase == Phase::Closed {
             return Ok(());
         }
-        let start = self.scan;
-        let mut i = start;
+        let mut i = self.scan;
         let mut done = None;
-        for &b in self.buf.get(start..).unwrap_or(&[]) {
+        // Each round consumes at least one byte.
+        while let Some(rest) = self.buf.get(i..).filter(|r| !r.is_empty()) {
+            // Fast path: a run of plain text or attribute value changes no state (in a frame,
+            // so only the size limit applies, checked before the run's end byte is stepped).
+            let run = self.scanner.plain_run(rest);
+            i += run;
+            let Some(&b) = rest.get(run) else {
+                if i.saturating_sub(self.frame_start) > self.max_frame_bytes {
+                    return Err(XmlError::LimitExceeded("stanza too large"));
+                }
+                break;
+            };
             let step = self.scanner.step(b);
             i += 1;
             match step? {

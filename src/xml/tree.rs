@@ -49,7 +49,13 @@ impl Scope {
         if prefix == "xml" {
             return Some(ns::XML);
         }
-        match self.bindings.iter().rev().find(|b| b.prefix == prefix) {
+        // Lengths first: most lookups are for the default namespace (empty prefix), and a
+        // call to `memcmp` per binding showed up in profiles.
+        let found =
+            self.bindings.iter().rev().find(|b| {
+                b.prefix.len() == prefix.len() && (prefix.is_empty() || b.prefix == prefix)
+            });
+        match found {
             Some(b) => Some(&b.uri),
             None if prefix.is_empty() => Some(""),
             None => None,
