@@ -94,7 +94,7 @@ fn eligible(e: &Element, received: bool) -> bool {
         "error" => received && e.attr("from").is_some_and(|f| !f.contains('/')),
         _ => e
             .child_elements()
-            .any(|c| IM_PAYLOADS.contains(&c.ns.as_str())),
+            .any(|c| IM_PAYLOADS.contains(&c.ns.as_ref())),
     }
 }
 

@@ -43,7 +43,7 @@ fn refuse(condition: StanzaCondition, text: &str) -> StanzaError {
 /// spaces, so the last space separates them; a namespace with a line break could not be
 /// indexed and is refused.
 fn entry_of(e: &Element) -> Result<String, StanzaError> {
-    if RESERVED.contains(&e.ns.as_str()) {
+    if RESERVED.contains(&e.ns.as_ref()) {
         return Err(refuse(
             StanzaCondition::NotAcceptable,
             "this namespace is reserved",

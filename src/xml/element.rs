@@ -7,6 +7,8 @@
 //! emits `xmlns` only where an element's namespace differs from its parent's, so a stanza
 //! written inside a `jabber:client` stream carries no redundant declarations.
 
+use std::borrow::Cow;
+
 use super::ns;
 
 /// One attribute, namespace-resolved. `ns` is empty for unprefixed attributes (the common case).
@@ -29,8 +31,9 @@ pub enum Node {
 pub struct Element {
     /// Local name (no prefix).
     pub name: String,
-    /// Namespace URI.
-    pub ns: String,
+    /// Namespace URI: a shared constant for the namespaces Hearth knows (see
+    /// `tree::shared`), so most parsed elements own no copy of it.
+    pub ns: Cow<'static, str>,
     pub attrs: Vec<Attr>,
     pub children: Vec<Node>,
 }
@@ -39,7 +42,7 @@ impl Element {
     pub fn new(name: &str, ns: &str) -> Element {
         Element {
             name: name.to_owned(),
-            ns: ns.to_owned(),
+            ns: Cow::Owned(ns.to_owned()),
             attrs: Vec::new(),
             children: Vec::new(),
         }

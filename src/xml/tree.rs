@@ -26,10 +26,28 @@ struct Binding {
     uri: Cow<'static, str>,
 }
 
-/// `s` as a borrowed constant when it is one of the names every stream header declares,
-/// else as the owned string: saves an idle connection its header's small allocations.
+/// `s` as a borrowed constant when it is one of the names every stream header declares or a
+/// namespace most stanzas declare, else as the owned string: saves an idle connection its
+/// header's small allocations, and a stanza's elements their copies of the namespace.
 pub(crate) fn shared(s: String) -> Cow<'static, str> {
-    const COMMON: [&str; 5] = ["", "stream", ns::STREAM, ns::CLIENT, ns::SERVER];
+    const COMMON: [&str; 16] = [
+        "",
+        "stream",
+        ns::STREAM,
+        ns::CLIENT,
+        ns::SERVER,
+        ns::STANZA_ERRORS,
+        ns::PING,
+        ns::DISCO_INFO,
+        ns::ROSTER,
+        "urn:xmpp:receipts",
+        "http://jabber.org/protocol/chatstates",
+        "urn:xmpp:sid:0",
+        "urn:xmpp:hints",
+        "urn:xmpp:chat-markers:0",
+        "urn:xmpp:sm:3",
+        "eu.siacs.conversations.axolotl",
+    ];
     match COMMON.iter().find(|c| **c == s) {
         Some(c) => Cow::Borrowed(c),
         None => Cow::Owned(s),
@@ -46,8 +64,16 @@ pub(crate) struct Scope {
 impl Scope {
     /// The URI bound to `prefix` (empty prefix: the default namespace, "" if none).
     fn resolve(&self, prefix: &str) -> Option<&str> {
+        self.resolve_shared(prefix).map(|uri| uri.as_ref())
+    }
+
+    /// As `resolve`, with the binding's own string: cloning it copies no bytes when the URI
+    /// is one of the shared constants.
+    fn resolve_shared(&self, prefix: &str) -> Option<&Cow<'static, str>> {
+        const XML: Cow<'static, str> = Cow::Borrowed(ns::XML);
+        const NONE: Cow<'static, str> = Cow::Borrowed("");
         if prefix == "xml" {
-            return Some(ns::XML);
+            return Some(&XML);
         }
         // Lengths first: most lookups are for the default namespace (empty prefix), and a
         // call to `memcmp` per binding showed up in profiles.
@@ -57,7 +83,7 @@ impl Scope {
             });
         match found {
             Some(b) => Some(&b.uri),
-            None if prefix.is_empty() => Some(""),
+            None if prefix.is_empty() => Some(&NONE),
             None => None,
         }
     }
@@ -209,7 +235,7 @@ pub(crate) fn parse_header(
     Ok(ParsedHeader {
         header: StreamHeader {
             name: element.name,
-            ns: element.ns,
+            ns: element.ns.into_owned(),
             default_ns,
             attrs: element.attrs,
             declared,
@@ -461,9 +487,15 @@ fn open_element(
         return Err(XmlError::NotWellFormed("element in the xmlns namespace"));
     }
     let ns = scope
-        .resolve(start.prefix)
-        .ok_or(XmlError::NotWellFormed("unbound element prefix"))?;
-    let mut element = Element::new(start.local, ns);
+        .resolve_shared(start.prefix)
+        .ok_or(XmlError::NotWellFormed("unbound element prefix"))?
+        .clone();
+    let mut element = Element {
+        name: start.local.to_owned(),
+        ns,
+        attrs: Vec::new(),
+        children: Vec::new(),
+    };
     for a in attrs {
         if a.prefix == "xmlns" || (a.prefix.is_empty() && a.local == "xmlns") {
             continue;

@@ -248,11 +248,11 @@ fn new_stream_id(random: &mut dyn crate::server::RandomSource) -> String {
 /// Moves `e` and its descendants from namespace `from` to `to` (the stanza namespaces differ
 /// between c2s and s2s; payload namespaces are untouched). Iterative so that depth costs no
 /// stack; the parser already bounds depth.
-fn renamespace(e: &mut Element, from: &str, to: &str) {
+fn renamespace(e: &mut Element, from: &str, to: &'static str) {
     let mut stack: Vec<&mut Element> = vec![e];
     while let Some(el) = stack.pop() {
         if el.ns == from {
-            to.clone_into(&mut el.ns);
+            el.ns = std::borrow::Cow::Borrowed(to);
         }
         for n in el.children.iter_mut() {
             if let Node::Element(c) = n {

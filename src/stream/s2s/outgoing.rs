@@ -380,7 +380,7 @@ impl S2sOut {
                 Err(_) => self.stream_error(now, StreamCondition::BadFormat),
             };
         }
-        match (self.phase, e.name.as_str(), e.ns.as_str()) {
+        match (self.phase, e.name.as_str(), e.ns.as_ref()) {
             (Phase::ExpectFeatures, "features", ns::STREAM) => self.handle_features(now, &e),
             (Phase::ExpectProceed, "proceed", ns::TLS) => {
                 self.phase = Phase::ExpectTls;
