@@ -122,48 +122,63 @@ EOF
   printf '%s\n' "$BIN" >"$D/bin"
 done
 
-# Functions of the hearth binary (not libc's) with cost in each part, part by part,
-# first occurrence wins; callgrind's "'2" recursion suffixes dropped.
+# Functions of the hearth binary (not libc.so's) in each part; every binary's start-up before
+# any binary's logins; first occurrence wins; callgrind's "'2" recursion suffixes dropped.
 python3 - "$OUT" "$WORK" <<'EOF'
-import glob, os, re, sys
+import glob, os, re, subprocess, sys
 out, work = sys.argv[1], sys.argv[2]
 pat = re.compile(r"^(c?ob|c?fn)=\((\d+)\)(?: (.*))?$")
-seen, order = set(), []
-runs = sorted(glob.glob(os.path.join(work, "run*")))
-# Every binary's start-up parts before any binary's logins.
-for step in range(4):
-    for run in runs:
-        binary = open(os.path.join(run, "bin")).read().strip()
-        if step == 2:
-            for fn in open(os.path.join(run, "native")).read().split():
-                if fn not in seen and not fn.startswith("["):
-                    seen.add(fn)
-                    order.append(fn)
-            print(f"{os.path.relpath(run, work)}/native: {len(order)} functions so far")
+
+
+def functions(part, binary):
+    """The binary's functions with cost in one callgrind output, in file order."""
+    obs, names, ob, fns = {}, {}, None, []
+    for line in open(part, errors="replace"):
+        m = pat.match(line.rstrip("\n"))
+        if not m:
             continue
-        part = [p.strip() for p in open(os.path.join(run, "parts")) if p.strip()][min(step, 2)]
-        obs, names, ob = {}, {}, None
-        for line in open(part, errors="replace"):
-            m = pat.match(line.rstrip("\n"))
-            if not m:
-                continue
-            kind, idx, name = m.groups()
-            if kind in ("ob", "cob"):
-                if name:
-                    obs[idx] = name
-                if kind == "ob":
-                    ob = obs.get(idx)
-            else:
-                if name:
-                    names[idx] = name
-                if kind == "fn" and ob == binary:
-                    fn = re.sub(r"'\d+$", "", names[idx])
-                    if fn.startswith("0x") or fn.startswith("("):
-                        continue
-                    if fn not in seen:
-                        seen.add(fn)
-                        order.append(fn)
-        print(f"{os.path.relpath(part, work)}: {len(order)} functions so far")
+        kind, idx, name = m.groups()
+        if kind in ("ob", "cob"):
+            if name:
+                obs[idx] = name
+            if kind == "ob":
+                ob = obs.get(idx)
+        else:
+            if name:
+                names[idx] = name
+            if kind == "fn" and ob == binary:
+                fn = re.sub(r"'\d+$", "", names[idx])
+                if not fn.startswith(("0x", "(")):
+                    fns.append(fn)
+    return fns
+
+
+runs = sorted(glob.glob(os.path.join(work, "run*")))
+steps = [[] for _ in range(4)]  # a.out, b.out.1, native, b.out; each over all binaries
+symbols = set()
+for run in runs:
+    binary = open(os.path.join(run, "bin")).read().strip()
+    parts = [p.strip() for p in open(os.path.join(run, "parts")) if p.strip()]
+    steps[0] += functions(parts[0], binary)
+    steps[1] += functions(parts[1], binary)
+    steps[2] += [fn for fn in open(os.path.join(run, "native")).read().split() if fn[0] != "["]
+    steps[3] += functions(parts[2], binary)
+    nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True)
+    symbols.update(line.split()[-1] for line in nm.stdout.splitlines() if line.strip())
+# Names of the previous file that one of the binaries has and callgrind did not see: native
+# finds of earlier rounds (perf sees only the first function run on a page that no other
+# fault brought in, so a round over a binary linked with the last file finds a few more).
+callgrind = set(steps[0] + steps[1] + steps[3])
+if os.path.exists(out):
+    old = (line.strip() for line in open(out))
+    steps[2] += [fn for fn in old if fn in symbols and fn not in callgrind]
+seen, order = set(), []
+for name, step in zip(("start-up, empty folder", "restart", "native", "logins"), steps):
+    for fn in step:
+        if fn not in seen:
+            seen.add(fn)
+            order.append(fn)
+    print(f"{name}: {len(order)} functions so far")
 with open(out, "w") as f:
     f.write("".join(fn + "\n" for fn in order))
 print(f"{len(order)} functions -> {out}")
