@@ -393,3 +393,34 @@ fn message_to_other_domain_gets_remote_server_not_found() {
     let id = alice.send_message("someone@elsewhere.example", "hello out there");
     expect_error_reply(&mut alice, &id, "remote-server-not-found");
 }
+
+/// The driver stops reading a socket at a short read, but not when the same event carries the
+/// peer's FIN: data and FIN arriving together must still close the connection at once, not at
+/// the 60 s authentication timeout.
+#[test]
+fn data_and_fin_in_one_event_closes_at_once() {
+    use std::io::{Read, Write};
+    let s = server();
+    // Several rounds: each may or may not put the data and the FIN into one event.
+    for round in 0..5 {
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", s.c2s_port)).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let header = "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+        raw.write_all(header.as_bytes()).unwrap();
+        raw.shutdown(std::net::Shutdown::Write).unwrap();
+        let start = Instant::now();
+        let mut got = Vec::new();
+        let read = raw.read_to_end(&mut got);
+        assert!(
+            read.is_ok(),
+            "round {round}: no close after the FIN: {read:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "round {round}: close took too long"
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("<stream:features"), "round {round}: {text}");
+    }
+}

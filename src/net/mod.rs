@@ -630,6 +630,15 @@ impl Driver {
             Core(ConnId),
             Resolver(crate::dns::TcpId),
         }
+        if let Some(c) = self
+            .conns
+            .get_mut(id)
+            .filter(|c| c.flush_pending && !c.connecting)
+        {
+            // Best effort, as when every stanza was written at once: a peer that half-closed
+            // after its request still gets what this turn answered.
+            let _ = c.flush();
+        }
         let tell = match self.conns.get(id) {
             Some(c) if c.state == State::Open && c.is_core() => Tell::Core(c.core_id(id)),
             Some(c) if c.state == State::Open => match &c.role {
