@@ -32,6 +32,22 @@ use crate::store::Store;
 use crate::stream::c2s::{C2sConn, Env, Upcall};
 use crate::stream::error::{StreamCondition, StreamError};
 
+/// Builds a `Ctx` from the server's fields. A macro rather than a method so that the borrow
+/// checker sees disjoint fields (`registry` stays readable while the context is alive). Defined before the
+/// submodules so that they use it too.
+macro_rules! ctx {
+    ($s:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            started: $s.started,
+            config: &$s.config,
+            store: &mut *$s.store,
+            router: &mut $s.router,
+            out: &mut $s.outbox,
+        }
+    };
+}
+
 mod federation;
 mod routing;
 mod session_mgmt;
@@ -514,14 +530,7 @@ impl Server {
             return;
         }
         for hook in &self.registry.session_end {
-            let mut ctx = Ctx {
-                now,
-                started: self.started,
-                config: &self.config,
-                store: &mut *self.store,
-                router: &mut self.router,
-                out: &mut self.outbox,
-            };
+            let mut ctx = ctx!(self, now);
             hook(&mut ctx, sid);
         }
         if let Some(s) = self.router.unbind(sid) {

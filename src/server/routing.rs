@@ -38,21 +38,6 @@ pub(super) enum Origin {
     Remote,
 }
 
-/// Builds a `Ctx` from the server's fields. A macro rather than a method so that the borrow
-/// checker sees disjoint fields (`registry` stays readable while the context is alive).
-macro_rules! ctx {
-    ($s:ident, $now:expr) => {
-        Ctx {
-            now: $now,
-            started: $s.started,
-            config: &$s.config,
-            store: &mut *$s.store,
-            router: &mut $s.router,
-            out: &mut $s.outbox,
-        }
-    };
-}
-
 impl Server {
     /// A stanza from a bound session (`from` stamped by c2s).
     pub(super) fn route_from_session(&mut self, now: Instant, conn: ConnId, mut e: Element) {

@@ -399,14 +399,7 @@ impl Server {
                     &[]
                 };
                 for hook in hooks {
-                    let mut ctx = Ctx {
-                        now,
-                        started: self.started,
-                        config: &self.config,
-                        store: &mut *self.store,
-                        router: &mut self.router,
-                        out: &mut self.outbox,
-                    };
+                    let mut ctx = ctx!(self, now);
                     if hook(&mut ctx, &info) == Flow::Stop {
                         flow = Flow::Stop;
                         break;
@@ -543,14 +536,7 @@ impl Server {
             return;
         };
         for hook in &self.registry.awake {
-            let mut ctx = Ctx {
-                now,
-                started: self.started,
-                config: &self.config,
-                store: &mut *self.store,
-                router: &mut self.router,
-                out: &mut self.outbox,
-            };
+            let mut ctx = ctx!(self, now);
             hook(&mut ctx, sid);
         }
         self.flush_outbox(now);

@@ -94,6 +94,12 @@ enum Step {
 
 const CDATA_OPEN: &[u8] = b"[CDATA[";
 
+/// RFC 6120 §11.1 and XML 1.0 §2.2: no control characters other than tab, CR, LF, anywhere
+/// in the stream.
+fn is_forbidden_control(b: u8) -> bool {
+    b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')
+}
+
 fn is_xml_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -120,21 +126,21 @@ impl Scanner {
     /// How many leading bytes of `rest` are plain text or attribute value: bytes `step` would
     /// only count as `Inside`.
     fn plain_run(&self, rest: &[u8]) -> usize {
-        let control = |b: u8| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r');
         let end = match self.lex {
-            Lex::Text => rest.iter().position(|&b| b == b'<' || control(b)),
+            Lex::Text => rest
+                .iter()
+                .position(|&b| b == b'<' || is_forbidden_control(b)),
             Lex::AttrValue(quote) => rest
                 .iter()
-                .position(|&b| b == quote || b == b'<' || control(b)),
+                .position(|&b| b == quote || b == b'<' || is_forbidden_control(b)),
             _ => return 0,
         };
         end.unwrap_or(rest.len())
     }
 
     fn step(&mut self, b: u8) -> Result<Step, XmlError> {
-        // RFC 6120 §11.1 and XML 1.0 §2.2: no control characters other than tab, CR, LF,
-        // anywhere in the stream. Checked here so that even text is refused at once.
-        if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
+        // Checked here so that even text is refused at once.
+        if is_forbidden_control(b) {
             return Err(XmlError::NotWellFormed("control character"));
         }
         match self.lex {
